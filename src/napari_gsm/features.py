@@ -1,0 +1,220 @@
+"""Feature maps (grey level, dense HoG) and patch sampling in the reference frame.
+
+A feature map is computed once per fitting iteration on the image warped into the
+reference frame, then every landmark's patch is read from it by bilinear interpolation on
+a regular grid (spacing ``stride`` pixels). For grey level the grid is the pixel grid; for
+HoG it is the cell grid (cell size 3 in the paper), so a 15 x 15 grid of cells covers 43
+pixels, and a sub-pixel shift of a landmark is a sub-cell shift of its patch.
+
+The dense HoG here is Dalal-Triggs style: unsigned gradient orientation in ``n_bins`` bins
+with linear vote splitting, pooled over ``cell x cell`` pixels around every pixel (so a
+cell can sit at any position, which is what sub-pixel patch sampling needs;
+``skimage.feature.hog`` only gives cells on a fixed grid), then normalised by the mean
+gradient magnitude over the ``2 cell x 2 cell`` block. It is written with OpenCV filters
+because it runs in every fitting iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .geometry import pose_matrix, to_base_mesh
+
+__all__ = [
+    "FeatureSpec",
+    "Pyramid",
+    "feature_map",
+    "sample_patches",
+    "preprocess_patches",
+    "hann_window",
+    "frame_patches",
+]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How patches are made.
+
+    Parameters
+    ----------
+    kind : {'grey', 'hog'}
+    patch : int
+        Patch side ``L`` in grid samples.
+    cell : int
+        HoG cell size in pixels; also the grid spacing for HoG. Ignored for grey.
+    n_bins : int
+        HoG orientation bins.
+    window : bool
+        Multiply patches by a Hann window (as MOSSE does) before normalising.
+    """
+
+    kind: str = "hog"
+    patch: int = 15
+    cell: int = 3
+    n_bins: int = 9
+    window: bool = True
+
+    def __post_init__(self):
+        if self.kind not in ("grey", "hog"):
+            raise ValueError(f"features must be 'grey' or 'hog', not {self.kind!r}")
+        if self.patch < 5:
+            raise ValueError("patch must be at least 5 samples")
+
+    @property
+    def stride(self):
+        """Grid spacing of patch samples, in reference-frame pixels."""
+        return self.cell if self.kind == "hog" else 1
+
+    @property
+    def channels(self):
+        return self.n_bins if self.kind == "hog" else 1
+
+    @property
+    def extent(self):
+        """Half the span of a patch, in pixels (how far from its centre it reads)."""
+        return self.stride * (self.patch - 1) / 2
+
+
+class Pyramid:
+    """A grey image and its 2x-downsampled levels, for alias-free warps to a small frame.
+
+    Level ``l`` has pixel centres at ``x / 2**l`` (``cv2.pyrDown`` keeps even samples).
+    """
+
+    def __init__(self, grey):
+        grey = np.ascontiguousarray(grey, np.float32)
+        if grey.ndim != 2 or min(grey.shape) < 2:
+            raise ValueError(f"expected a 2D grey image, got shape {grey.shape}")
+        self.levels = [grey]
+
+    @property
+    def shape(self):
+        return self.levels[0].shape
+
+    def _level(self, l):
+        while len(self.levels) <= l:
+            prev = self.levels[-1]
+            if min(prev.shape) < 8:
+                break
+            self.levels.append(cv2.pyrDown(prev))
+        return min(l, len(self.levels) - 1)
+
+    def warp(self, theta, sm, frame_shape):
+        """The image warped into the reference frame by pose ``theta``, ``frame_shape``.
+
+        Frame pixel ``u`` shows image point ``S^-1(u)``. When the warp shrinks the image by
+        more than 2x, a coarser pyramid level is used so the bilinear warp does not alias.
+        """
+        A = pose_matrix(theta)
+        scale = np.sqrt(abs(np.linalg.det(A)))
+        l = self._level(max(0, int(np.floor(np.log2(1.0 / max(scale, 1e-6))))))
+        Al = A * (2.0**l)  # image level l -> frame: u = A (2^l x_l) + c
+        c = np.asarray(theta[2:4]) + sm - A @ sm
+        M = np.hstack([Al, c[:, None]]).astype(np.float64)
+        return cv2.warpAffine(self.levels[l], M, (frame_shape[1], frame_shape[0]),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def frame_patches(pyramid, shape, theta, sm, frame_shape, spec):
+    """Preprocessed patches at every landmark of an image-frame ``shape``, ``(v, L, L, D)``.
+
+    The image is warped into the reference frame by ``theta``, features are computed there
+    and each patch is centred on the landmark's position ``S(shape, theta)`` in that frame.
+    """
+    frame = pyramid.warp(theta, sm, frame_shape)
+    fmap = feature_map(frame, spec)
+    centres = to_base_mesh(shape, theta, sm)
+    return preprocess_patches(sample_patches(fmap, centres, spec), spec)
+
+
+def feature_map(frame, spec):
+    """Dense features of a reference-frame image.
+
+    Parameters
+    ----------
+    frame : (H, W) float32 array
+    spec : FeatureSpec
+
+    Returns
+    -------
+    (H, W, D) float32 array
+    """
+    frame = np.ascontiguousarray(frame, np.float32)
+    if spec.kind == "grey":
+        return frame[..., None]
+    return _dense_hog(frame, spec.cell, spec.n_bins)
+
+
+def _dense_hog(img, cell, n_bins):
+    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1)
+    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1)
+    mag, ang = cv2.cartToPolar(gx, gy)
+    # Unsigned orientation in bins; each pixel votes into its two nearest bins.
+    b = (ang * np.float32(n_bins / np.pi)).ravel()
+    b0 = b.astype(np.intp)
+    m1 = mag.ravel() * (b - b0)
+    b0 %= n_bins
+    b1 = b0 + 1
+    b1[b1 == n_bins] = 0
+    base = np.arange(0, b.size * n_bins, n_bins)
+    hist = np.zeros(b.size * n_bins, np.float32)
+    hist[base + b0] = mag.ravel() - m1
+    hist[base + b1] = m1  # b1 != b0, so this never overwrites a vote
+    hist = cv2.boxFilter(hist.reshape(img.shape + (n_bins,)), -1, (cell, cell),
+                         borderType=cv2.BORDER_REFLECT)
+    # Block normalisation by the mean gradient magnitude over 2 x 2 cells (L1, one filter
+    # instead of the L2 energy of every channel: same invariance to local contrast).
+    block = cv2.boxFilter(mag, -1, (2 * cell, 2 * cell), borderType=cv2.BORDER_REFLECT)
+    hist *= (1.0 / (block + np.float32(0.02)))[..., None]
+    return hist
+
+
+def sample_patches(fmap, centres, spec):
+    """Read one ``L x L`` patch per landmark from a feature map, bilinearly.
+
+    Parameters
+    ----------
+    fmap : (H, W, D) array
+    centres : (v, 2) array
+        Patch centres ``(x, y)`` in frame pixels (sub-pixel).
+    spec : FeatureSpec
+
+    Returns
+    -------
+    (v, L, L, D) float32 array; samples outside the map repeat its border.
+    """
+    L = spec.patch
+    grid = (spec.stride * np.arange(L) - spec.extent).astype(np.float32)
+    c = np.asarray(centres, np.float32)
+    v = len(c)
+    mx = np.broadcast_to(c[:, 0, None, None] + grid[None, None, :], (v, L, L))
+    my = np.broadcast_to(c[:, 1, None, None] + grid[None, :, None], (v, L, L))
+    # cv2.remap does the bilinear reads of all channels in one pass (sub-pixel positions
+    # are quantised to 1/32 pixel, far below the detectors' resolution).
+    out = cv2.remap(fmap, np.ascontiguousarray(mx).reshape(v * L, L),
+                    np.ascontiguousarray(my).reshape(v * L, L), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(v, L, L, -1)
+
+
+def hann_window(L):
+    """Separable 2D Hann window, ``(L, L)``, positive everywhere (edges not zeroed)."""
+    w = np.hanning(L + 2)[1:-1]
+    return np.outer(w, w).astype(np.float32)
+
+
+def preprocess_patches(patches, spec):
+    """Zero mean per channel, optional Hann window, unit norm: ``(v, L, L, D)`` in and out.
+
+    Correlation filters respond to the energy of a patch as much as to its shape; this
+    removes brightness and contrast so the detector output is comparable across images
+    (the data term then has a fixed scale, which the regularisation weight relies on).
+    """
+    p = patches - patches.mean(axis=(1, 2), keepdims=True)
+    if spec.window:
+        p = p * hann_window(spec.patch)[None, :, :, None]
+    norm = np.sqrt((p * p).sum(axis=(1, 2, 3), keepdims=True))
+    return (p / (norm + 1e-6)).astype(np.float32)

@@ -1,0 +1,142 @@
+"""Similarity transforms, Procrustes alignment and the pose of the paper.
+
+Shapes are ``(v, 2)`` arrays of ``(x, y)`` in 0-based pixel coordinates. The pose
+``theta = (a, b, tx, ty)`` of the paper (eq. 2) maps a shape ``s`` in the image frame into
+the base-mesh (reference) frame::
+
+    S(s_i) = A (s_i - sm) + t + sm,     A = [[a, -b], [b, a]]
+
+where ``sm`` is the centre of mass of the mean shape ``s0``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "similarity_fit",
+    "apply_similarity",
+    "pose_from_shape",
+    "pose_from_similarity",
+    "to_base_mesh",
+    "from_base_mesh",
+    "pose_matrix",
+    "generalized_procrustes",
+    "shape_size",
+]
+
+
+def similarity_fit(src, dst):
+    """Least-squares similarity mapping ``src`` onto ``dst``.
+
+    Parameters
+    ----------
+    src, dst : (v, 2) array
+        Corresponding points; rows with a NaN in either are ignored.
+
+    Returns
+    -------
+    A : (2, 2) array
+        ``[[a, -b], [b, a]]`` (scale times rotation).
+    t : (2,) array
+        Translation, so that ``dst ~ src @ A.T + t``.
+    """
+    src = np.asarray(src, float)
+    dst = np.asarray(dst, float)
+    ok = np.isfinite(src).all(1) & np.isfinite(dst).all(1)
+    if ok.sum() < 2:
+        raise ValueError("a similarity needs at least two points present in both shapes")
+    s, d = src[ok], dst[ok]
+    mu_s, mu_d = s.mean(0), d.mean(0)
+    s, d = s - mu_s, d - mu_d
+    denom = (s**2).sum()
+    if denom <= 0:
+        raise ValueError("degenerate shape: all points coincide")
+    a = (s * d).sum() / denom
+    b = (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum() / denom
+    A = np.array([[a, -b], [b, a]])
+    return A, mu_d - mu_s @ A.T
+
+
+def apply_similarity(points, A, t):
+    """Apply ``x -> A x + t`` to ``(v, 2)`` points."""
+    return np.asarray(points, float) @ np.asarray(A).T + t
+
+
+def pose_matrix(theta):
+    """``A`` of a pose ``theta = (a, b, tx, ty)``."""
+    a, b = theta[0], theta[1]
+    return np.array([[a, -b], [b, a]])
+
+
+def pose_from_shape(shape, s0, sm):
+    """Pose ``theta`` that best maps an image-frame ``shape`` onto ``s0``.
+
+    Solves ``S(shape, theta) ~ s0`` in the least-squares sense (Procrustes).
+    """
+    return pose_from_similarity(*similarity_fit(shape, s0), sm)
+
+
+def pose_from_similarity(A, t, sm):
+    """Pose ``theta`` of the similarity ``x -> A x + t`` (image -> reference frame)."""
+    # S(s) = A s + (t_pose + sm - A sm)  =>  t_pose = t - sm + A sm
+    t_pose = t - sm + A @ sm
+    return np.array([A[0, 0], A[1, 0], t_pose[0], t_pose[1]])
+
+
+def to_base_mesh(shape, theta, sm):
+    """``S(shape, theta)``: image frame -> base mesh, ``(v, 2)``."""
+    A = pose_matrix(theta)
+    return (np.asarray(shape, float) - sm) @ A.T + theta[2:4] + sm
+
+
+def from_base_mesh(shape_bm, theta, sm):
+    """Inverse of :func:`to_base_mesh`."""
+    A = pose_matrix(theta)
+    return np.linalg.solve(A, (np.asarray(shape_bm, float) - theta[2:4] - sm).T).T + sm
+
+
+def shape_size(shape):
+    """Size of a shape: the root-mean-square distance of its points from their centroid."""
+    shape = np.asarray(shape, float)
+    shape = shape[np.isfinite(shape).all(1)]
+    return float(np.sqrt(((shape - shape.mean(0)) ** 2).sum(1).mean()))
+
+
+def generalized_procrustes(shapes, *, n_iter=20, tol=1e-10):
+    """Generalised Procrustes analysis.
+
+    Parameters
+    ----------
+    shapes : (N, v, 2) array
+        Training shapes (NaN rows allowed for missing landmarks).
+
+    Returns
+    -------
+    mean : (v, 2) array
+        Mean shape, centred at the origin with unit :func:`shape_size`.
+    aligned : (N, v, 2) array
+        Every shape similarity-aligned to ``mean``.
+    """
+    shapes = np.asarray(shapes, float)
+    ref = shapes[0]
+    ref = (ref - np.nanmean(ref, 0)) / shape_size(ref)
+    aligned = np.empty_like(shapes)
+    for _ in range(n_iter):
+        for k, s in enumerate(shapes):
+            A, t = similarity_fit(s, ref)
+            aligned[k] = apply_similarity(s, A, t)
+        mean = np.nanmean(aligned, 0)
+        mean = (mean - mean.mean(0)) / shape_size(mean)
+        # Pin the mean's rotation to the first reference so the iteration cannot drift.
+        A, t = similarity_fit(mean, ref)
+        mean = apply_similarity(mean, A / np.sqrt(abs(np.linalg.det(A))), 0)
+        mean -= mean.mean(0)
+        change = np.abs(mean - ref).max()
+        ref = mean
+        if change < tol:
+            break
+    for k, s in enumerate(shapes):
+        A, t = similarity_fit(s, ref)
+        aligned[k] = apply_similarity(s, A, t)
+    return ref, aligned

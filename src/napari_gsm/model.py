@@ -1,0 +1,420 @@
+"""The trained model: shape model, detectors, starts and the method's own state.
+
+``train`` builds a :class:`Model` from annotated images, ``Model.fit`` places landmarks on a
+new image, ``Model.update`` adds one accepted annotation incrementally, and
+``Model.save`` / :func:`load_model` use the versioned ``.npz`` + JSON model file (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .detectors import Detectors
+from .features import FeatureSpec, Pyramid, frame_patches
+from .geometry import (pose_from_shape, pose_from_similarity, shape_size, similarity_fit,
+                       to_base_mesh)
+from .init import FaceDetector, StartModel, start_from_box, start_from_points
+from .io import Dataset, load_dataset, load_model_file, save_model_file, to_grey
+from .io.errors import ModelFileError
+from .methods import METHODS, GSMParams
+from .shape import ShapeModel
+
+__all__ = ["Model", "TrainParams", "train", "load_model", "Sample"]
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Training hyper-parameters shared by every method.
+
+    ``sigma`` is the finest target width in grid samples (pixels for grey, cells for HoG),
+    as in the paper (grey 5, HoG 1.5); ``coarse`` the wider widths fitted first, as
+    multiples of ``sigma`` (coarse to fine; empty for the paper's single width); ``ref_size`` the mean shape's size in the reference frame
+    (pixels, RMS distance of the landmarks from their centroid); ``reg`` the filter's ridge
+    weight relative to the mean spectral energy; ``jitter`` how many extra training patches
+    per image are sampled at a small random rotation and scale of the pose (robustness to
+    pose error at fitting time).
+    """
+
+    features: str = "hog"
+    patch: int | None = None
+    cell: int = 3
+    sigma: float | None = None
+    coarse: tuple = (2.0,)
+    ref_size: float = 40.0
+    reg: float = 0.01
+    jitter: int = 0
+    face_detector: bool = False
+    seed: int = 0
+
+    def feature_spec(self):
+        patch = self.patch or (15 if self.features == "hog" else 31)
+        return FeatureSpec(kind=self.features, patch=patch, cell=self.cell)
+
+    def sigmas_px(self):
+        """Target widths in reference-frame pixels, coarse to fine."""
+        spec = self.feature_spec()
+        sigma = self.sigma if self.sigma is not None else (1.5 if spec.kind == "hog" else 4.0)
+        return tuple(sorted((k * sigma * spec.stride for k in (*self.coarse, 1.0)),
+                            reverse=True))
+
+
+@dataclass
+class Sample:
+    """One annotated training image (grey, float32) with its ``(v, 2)`` landmarks."""
+
+    name: str
+    grey: np.ndarray
+    points: np.ndarray
+
+
+def _as_samples(data):
+    """Annotated samples from a dataset, folder, list of those, or (image, points) pairs."""
+    if isinstance(data, (str, Path, Dataset)):
+        data = [data]
+    out, names = [], None
+    for entry in data:
+        if isinstance(entry, (str, Path)):
+            entry = load_dataset(entry)
+        if isinstance(entry, Dataset):
+            names = names or entry.landmark_names
+            for item in entry.annotated:
+                out.append(Sample(str(item.image_path), to_grey(item.load_image()),
+                                  np.asarray(item.points, float)))
+        else:
+            image, points = entry
+            out.append(Sample(f"image {len(out)}", to_grey(image), np.asarray(points, float)))
+    if not out:
+        raise ValueError("no annotated images to train on")
+    v = out[0].points.shape[0]
+    for s in out:
+        if s.points.shape != (v, 2):
+            raise ValueError(f"{s.name}: {s.points.shape[0]} landmarks, expected {v}")
+    return out, names
+
+
+def _progress(progress, done, total, what):
+    if progress is not None:
+        progress(done, total, what)
+
+
+class Model:
+    """A trained landmark model (any method).
+
+    Use :func:`train` or :func:`load_model` to make one.
+
+    Attributes
+    ----------
+    method : str
+        'gsm', 'clm', 'gsm-cr' or 'gsm3d'.
+    shape : ShapeModel
+    detectors : Detectors
+    features : FeatureSpec
+    starts : StartModel
+    landmark_names : list of str
+    train_params : TrainParams
+    gsm_params : GSMParams
+    state : object or None
+        The method's own trained state (cascade, 3D shape model), or None.
+    summary : dict
+        Training-set summary stored in the model file.
+    """
+
+    def __init__(self, method, shape, detectors, features, starts, landmark_names,
+                 train_params, gsm_params, state=None, summary=None):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+        self.method = method
+        self.shape = shape
+        self.detectors = detectors
+        self.features = features
+        self.starts = starts
+        self.landmark_names = list(landmark_names)
+        self.train_params = train_params
+        self.gsm_params = gsm_params
+        self.state = state
+        self.summary = summary or {}
+        self._face_detector = None
+        self._precision = None
+
+    @property
+    def n_landmarks(self):
+        return self.shape.n_landmarks
+
+    @property
+    def precision(self):
+        """``Sigma_s^-1`` (cached; refreshed by :meth:`update`)."""
+        if self._precision is None:
+            self._precision = self.shape.precision
+        return self._precision
+
+    @property
+    def face_detector(self):
+        if self._face_detector is None:
+            self._face_detector = FaceDetector()
+        return self._face_detector
+
+    # -- starts ------------------------------------------------------------------------
+    def start(self, grey, init="auto", *, box=None, points=None):
+        """Starting shape ``(v, 2)`` and the name of the start used.
+
+        ``init`` is 'detect' (face detector; face models only), 'box' (``box`` given),
+        'prior', 'points' (``points`` given, NaN rows filled from the mean shape) or 'auto':
+        points if given, else box, else the face detector when the model has one and it
+        finds a face, else the prior.
+        """
+        s0 = self.shape.s0
+        if init == "auto":
+            if points is not None:
+                init = "points"
+            elif box is not None:
+                init = "box"
+            elif self.starts.face is not None:
+                boxes = self.face_detector.detect(grey)
+                if len(boxes):
+                    return self.starts.from_face_box(s0, boxes[0]), "detect"
+                init = "prior"
+            else:
+                init = "prior"
+        if init == "points":
+            if points is None:
+                raise ValueError("init='points' needs points")
+            return start_from_points(s0, points), "points"
+        if init == "box":
+            if box is None:
+                raise ValueError("init='box' needs a box (x0, y0, x1, y1)")
+            return start_from_box(s0, box), "box"
+        if init == "detect":
+            boxes = self.face_detector.detect(grey)
+            if not len(boxes):
+                raise LookupError("the face detector found no face")
+            return self.starts.from_face_box(s0, boxes[0]), "detect"
+        if init == "prior":
+            return self.starts.from_prior(s0, grey.shape), "prior"
+        raise ValueError(f"unknown init {init!r}")
+
+    # -- fitting -----------------------------------------------------------------------
+    def fit(self, image, init="auto", *, box=None, points=None, pinned=None, history=True,
+            **method_kw):
+        """Place the landmarks on an image.
+
+        Parameters
+        ----------
+        image : array
+            Grey ``(H, W)`` or colour ``(H, W, 3|4)`` image, any dtype.
+        init, box, points
+            The start, see :meth:`start`. ``box`` is ``(x0, y0, x1, y1)`` in 0-based pixels.
+        pinned : (v,) bool array, optional
+            Landmarks held exactly at ``points`` (a person has placed them); needs ``points``.
+
+        Returns
+        -------
+        FitResult
+        """
+        t0 = time.perf_counter()
+        grey = to_grey(image)
+        if pinned is not None:
+            pinned = np.asarray(pinned, bool)
+            if pinned.shape != (self.n_landmarks,):
+                raise ValueError(f"pinned must have {self.n_landmarks} entries")
+            if pinned.any() and points is None:
+                raise ValueError("pinned landmarks need their positions in points")
+            if pinned.any() and not np.isfinite(np.asarray(points)[pinned]).all():
+                raise ValueError("a pinned landmark has no position")
+            if not pinned.any():
+                pinned = None
+        t_start = time.perf_counter()
+        start, used = self.start(grey, init, box=box, points=points)
+        detect_ms = (time.perf_counter() - t_start) * 1e3 if used == "detect" else 0.0
+        pyramid = Pyramid(grey)
+        result = METHODS[self.method].fit(self, pyramid, start, pinned=pinned, history=history,
+                                          **method_kw)
+        result.fit_ms = (time.perf_counter() - t0) * 1e3 - detect_ms
+        result.init = used
+        result.start = start
+        result.method = self.method
+        if detect_ms:
+            result.extra["detect_ms"] = round(detect_ms, 3)
+        return result
+
+    # -- incremental update ------------------------------------------------------------
+    def update(self, image, points):
+        """Add one annotated image to the shape model and detectors, without retraining.
+
+        The method's own state (a cascade, a 3D model) is left as trained: it needs the
+        whole training set, see :func:`train`.
+        """
+        points = np.asarray(points, float)
+        if points.shape != (self.n_landmarks, 2):
+            raise ValueError(f"expected ({self.n_landmarks}, 2) points, got {points.shape}")
+        grey = to_grey(image)
+        _accumulate(self, Pyramid(grey), points, np.random.default_rng(self.summary.get(
+            "n_images", 0)))
+        self.detectors.solve()
+        self.shape.add(points)
+        self._precision = None
+        self.summary["n_images"] = self.summary.get("n_images", 0) + 1
+        self.summary["n_updates"] = self.summary.get("n_updates", 0) + 1
+
+    # -- files -------------------------------------------------------------------------
+    def save(self, path):
+        """Write the model to a versioned ``.npz`` + JSON file (atomic); returns the path."""
+        arrays = {}
+        arrays.update(self.shape.to_arrays())
+        arrays.update(self.detectors.to_arrays())
+        arrays.update(self.starts.to_arrays())
+        if self.state is not None:
+            arrays.update({f"state_{k}": v for k, v in self.state.to_arrays().items()})
+        meta = {
+            "method": self.method,
+            "n_landmarks": self.n_landmarks,
+            "landmark_names": self.landmark_names,
+            "features": asdict(self.features),
+            "train_params": asdict(self.train_params),
+            "gsm_params": asdict(self.gsm_params),
+            "state_params": self.state.params() if self.state is not None else None,
+            "training_set": self.summary,
+        }
+        return save_model_file(path, arrays, meta)
+
+
+def _accumulate(model, pyramid, points, rng):
+    """Add the aligned training patches of one image (plus jittered copies) to the detectors."""
+    sm, s0 = model.shape.sm, model.shape.s0
+    theta = pose_from_shape(points, s0, sm)
+    poses = [theta]
+    if model.train_params.jitter:
+        centres = to_base_mesh(points, theta, sm)
+        c = np.nanmean(centres, 0)
+    for _ in range(model.train_params.jitter):
+        # The same landmarks seen at a slightly wrong rotation and scale of the pose, so
+        # the detectors also answer when the pose is a little off during fitting.
+        ang, k = rng.normal(0, 0.08), np.exp(rng.normal(0, 0.06))
+        R = k * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+        poses.append(pose_from_similarity(*similarity_fit(points, (centres - c) @ R.T + c), sm))
+    ok = np.isfinite(points).all(1)
+    pts = np.where(ok[:, None], points, 0.0)
+    for th in poses:
+        patches = frame_patches(pyramid, pts, th, sm, model.shape.frame_shape, model.features)
+        if not ok.all():
+            # A missing landmark contributes no patch: feed zeros (no energy, no target).
+            patches[~ok] = 0
+        model.detectors.accumulate(patches)
+
+
+def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=None,
+          progress=None, **method_kw):
+    """Train a model from annotated images.
+
+    Parameters
+    ----------
+    data : Dataset, path, or list of these, or list of ``(image, points)`` pairs
+        Annotated images; points ``(v, 2)`` in 0-based ``(x, y)``.
+    method : {'gsm', 'clm', 'gsm-cr', 'gsm3d'}
+    params : TrainParams, optional
+    gsm_params : GSMParams, optional
+    landmark_names : list of str, optional
+        Defaults to the dataset's names file, else ``'1'..'v'``.
+    progress : callable ``(done, total, what)``, optional
+        Called as training proceeds; raising from it cancels training.
+    **method_kw
+        Passed to the method's own training (e.g. cascade levels for GSM-CR).
+
+    Returns
+    -------
+    Model
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    params = params or TrainParams()
+    gsm_params = gsm_params or GSMParams()
+    samples, names = _as_samples(data)
+    v = samples[0].points.shape[0]
+    names = list(landmark_names or names or [str(i + 1) for i in range(v)])
+    if len(names) != v:
+        raise ValueError(f"{len(names)} landmark names for {v} landmarks")
+    t0 = time.perf_counter()
+    shapes = np.stack([s.points for s in samples])
+    shape = ShapeModel.train(shapes, ref_size=params.ref_size,
+                             margin=params.feature_spec().extent + 0.5 * params.ref_size)
+    spec = params.feature_spec()
+    det = Detectors.empty(v, spec.patch, spec.channels, sigmas=params.sigmas_px(),
+                          stride=spec.stride, reg=params.reg)
+    face_boxes = None
+    if params.face_detector:
+        face_boxes = np.full((len(samples), 4), np.nan)
+        fd = FaceDetector()
+    model = Model(method, shape, det, spec, None, names, params, gsm_params,
+                  summary={"n_images": len(samples)})
+    rng = np.random.default_rng(params.seed)
+    total = len(samples)
+    for k, s in enumerate(samples):
+        _accumulate(model, Pyramid(s.grey), s.points, rng)
+        if face_boxes is not None:
+            face_boxes[k] = _matching_face(fd.detect(s.grey), s.points)
+        _progress(progress, k + 1, total, "detectors")
+    det.solve()
+    model.starts = StartModel.train(shape.s0, shapes, [s.grey.shape for s in samples],
+                                    face_boxes)
+    model.summary.update({
+        "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "images": [Path(s.name).name for s in samples][:5000],
+        "mean_size_px": float(np.mean([shape_size(p) for p in shapes])),
+        "face_boxes_matched": None if face_boxes is None
+        else int(np.isfinite(face_boxes).all(1).sum()),
+    })
+    impl = METHODS[method]
+    if impl.train is not None:
+        model.state = impl.train(model, samples, progress=progress, **method_kw)
+    model.summary["train_seconds"] = round(time.perf_counter() - t0, 2)
+    return model
+
+
+def _matching_face(boxes, points):
+    """The detected box that contains the shape's centroid (largest first), or NaNs."""
+    c = np.nanmean(points, 0)
+    for b in boxes:
+        if b[0] <= c[0] <= b[2] and b[1] <= c[1] <= b[3]:
+            return b
+    return np.full(4, np.nan)
+
+
+def load_model(path):
+    """Read a model written by :meth:`Model.save`.
+
+    Raises
+    ------
+    ModelFileError
+        For a missing, corrupt, truncated or newer-version file, or one whose contents do
+        not fit together.
+    """
+    arrays, meta = load_model_file(path)
+    try:
+        method = meta["method"]
+        if method not in METHODS:
+            raise ModelFileError(path, f"unknown method {method!r}")
+        spec = FeatureSpec(**meta["features"])
+        shape = ShapeModel.from_arrays(arrays)
+        det = Detectors.from_arrays(arrays)
+        starts = StartModel.from_arrays(arrays)
+        tp = meta["train_params"]
+        tp = TrainParams(**{**tp, "coarse": tuple(tp.get("coarse", ()))})
+        gp = GSMParams(**meta["gsm_params"])
+        model = Model(method, shape, det, spec, starts, meta["landmark_names"], tp, gp,
+                      summary=meta.get("training_set") or {})
+        impl = METHODS[method]
+        if impl.load is not None:
+            state = {k[len("state_"):]: v for k, v in arrays.items() if k.startswith("state_")}
+            model.state = impl.load(state, meta.get("state_params"))
+        if det.filters.shape[0] != shape.n_landmarks or len(model.landmark_names) != shape.n_landmarks:
+            raise ModelFileError(path, "landmark counts in the file disagree")
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(path, f"incomplete or inconsistent model file ({exc})") from exc
+    return model
