@@ -119,7 +119,7 @@ class Detectors:
         patches = np.asarray(patches, np.float32)
         if patches.ndim == 4:
             patches = patches[None]
-        X = np.fft.rfft2(patches, axes=(2, 3))  # (N, v, L, Lr, D)
+        X = np.fft.rfft2(patches.astype(np.float64), axes=(2, 3))  # (N, v, L, Lr, D)
         Xc = np.conj(X)
         self.S += np.einsum("nvyxd,nvyxe->vyxde", Xc, X)
         self.b += Xc.sum(0)

@@ -411,7 +411,7 @@ def load_model(path):
         if impl.load is not None:
             state = {k[len("state_"):]: v for k, v in arrays.items() if k.startswith("state_")}
             model.state = impl.load(state, meta.get("state_params"))
-        if det.filters.shape[0] != shape.n_landmarks or len(model.landmark_names) != shape.n_landmarks:
+        if det.filters.shape[1] != shape.n_landmarks or len(model.landmark_names) != shape.n_landmarks:
             raise ModelFileError(path, "landmark counts in the file disagree")
     except ModelFileError:
         raise
