@@ -1,0 +1,312 @@
+"""The napari-gsm command line end to end on the bundled wing sample (8 train, 2 test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_gsm.cli import build_parser, main
+from napari_gsm.evaluate import auc, nme, summarise
+from napari_gsm.init import start_from_box
+from napari_gsm.io import read_pts
+from napari_gsm.methods import METHODS
+from napari_gsm.model import load_model
+
+REPO = Path(__file__).resolve().parent.parent
+WINGS = REPO / "sample_data" / "wings"
+FACES = REPO / "sample_data" / "faces"
+
+pytestmark = pytest.mark.skipif(not WINGS.is_dir(), reason="sample_data/wings not present")
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def wings(tmp_path_factory):
+    """train/ (8 annotated wings), test/ (2 images only), truth/ (their .pts), model.npz."""
+    root = tmp_path_factory.mktemp("wings")
+    stems = sorted(p.stem for p in WINGS.glob("*.pts"))
+    train, test, truth = root / "train", root / "test", root / "truth"
+    for d in (train, test, truth):
+        d.mkdir()
+    for s in stems[:8]:
+        shutil.copy(WINGS / f"{s}.jpg", train)
+        shutil.copy(WINGS / f"{s}.pts", train)
+    for s in stems[8:]:
+        shutil.copy(WINGS / f"{s}.jpg", test)
+        shutil.copy(WINGS / f"{s}.pts", truth)
+    model = root / "model.npz"
+    assert main(["train", str(train), "--method", "gsm", "-o", str(model), "--json"]) == 0
+    return {"root": root, "train": train, "test": test, "truth": truth, "model": model,
+            "test_stems": stems[8:]}
+
+
+def test_train_passes_options_straight_through(wings, tmp_path, capsys):
+    out = tmp_path / "sub" / "m.npz"
+    rc, stdout, _ = run(capsys, "train", wings["train"], "--features", "grey", "--sigma", 3.5,
+                        "--ref-size", 30, "--lam", 0.2, "-o", out)
+    assert rc == 0
+    assert "8 images" in stdout and "12 landmarks" in stdout and str(out) in stdout
+    m = load_model(out)
+    assert m.n_landmarks == 12 and m.method == "gsm"
+    assert m.train_params.sigma == 3.5 and m.train_params.features == "grey"
+    assert m.train_params.ref_size == 30 and m.gsm_params.lam == 0.2
+    # grey features: grid stride 1 px, so the detector width is sigma itself
+    assert m.detectors.sigma == pytest.approx(3.5)
+
+
+def test_train_offers_only_registered_methods(wings, tmp_path):
+    action = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]
+                  ._actions if a.dest == "method")
+    assert sorted(action.choices) == sorted(METHODS)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(wings["train"]), "--method", "no-such-method", "-o",
+              str(tmp_path / "m.npz")])
+    assert exc.value.code == 2
+
+
+def test_fit_folder_writes_pts_near_truth(wings, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, stdout, _ = run(capsys, "fit", wings["model"], wings["test"], "-o", out)
+    assert rc == 0
+    for stem in wings["test_stems"]:
+        pred = read_pts(out / f"{stem}.pts")
+        truth = read_pts(wings["truth"] / f"{stem}.pts")
+        assert pred.shape == (12, 2)
+        # easy case: same microscope set-up, prior start; the bounding-box diagonal
+        # of a wing is ~500 px, so 0.03 is ~15 px.
+        assert nme(pred, truth) < 0.03
+        assert stem in stdout
+    # a second run keeps the first result as a numbered backup
+    assert run(capsys, "fit", wings["model"], wings["test"], "-o", out)[0] == 0
+    assert (out / f"{wings['test_stems'][0]}.pts.~1~").is_file()
+
+
+def test_fit_json(wings, tmp_path, capsys):
+    out = tmp_path / "out"
+    images = [wings["test"] / f"{s}.jpg" for s in wings["test_stems"]]
+    rc, stdout, stderr = run(capsys, "fit", wings["model"], *images, "-o", out, "--json")
+    assert rc == 0 and stderr == ""  # no progress bar with --json
+    doc = json.loads(stdout)
+    assert [Path(r["image"]) for r in doc["images"]] == images
+    for r in doc["images"]:
+        assert r["fit_ms"] > 0 and r["init"] == "prior" and r["n_iter"] >= 1
+        assert isinstance(r["converged"], bool) and "points" not in r
+        assert np.allclose(read_pts(r["output"]).shape, (12, 2))
+    assert doc["totals"]["n_images"] == 2
+    assert doc["totals"]["fit_ms_total"] == pytest.approx(sum(r["fit_ms"] for r in doc["images"]))
+
+
+def test_boxes_override_the_start(wings, tmp_path, capsys):
+    far, near = wings["test_stems"]
+    box = [5.0, 5.0, 85.0, 65.0]  # top-left corner; the wing fills the image centre
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({far: box}))
+    rc, stdout, _ = run(capsys, "fit", wings["model"], wings["test"], "-o", tmp_path / "o",
+                        "--boxes", boxes, "--json")
+    assert rc == 0
+    recs = {Path(r["image"]).stem: r for r in json.loads(stdout)["images"]}
+    assert recs[far]["init"] == "box" and recs[near]["init"] == "prior"
+    truth = read_pts(wings["truth"] / f"{far}.pts")
+    pred = read_pts(tmp_path / "o" / f"{far}.pts")
+    start = start_from_box(load_model(wings["model"]).shape.s0, box)
+    box_c = np.array([45.0, 35.0])
+    np.testing.assert_allclose(start.mean(0), box_c, atol=20)
+    # The fit starts (and stays) near the box, far from the wing.
+    assert np.linalg.norm(pred.mean(0) - box_c) < np.linalg.norm(pred.mean(0) - truth.mean(0))
+    assert nme(pred, truth) > 0.1
+    # --init box needs a box for every image
+    rc, _, err = run(capsys, "fit", wings["model"], wings["test"], "-o", tmp_path / "o2",
+                     "--init", "box", "--boxes", boxes)
+    assert rc == 2 and str(boxes) in err and near in err
+
+
+def test_init_from_points_folder(wings, tmp_path, capsys):
+    rc, stdout, _ = run(capsys, "fit", wings["model"], wings["test"], "-o", tmp_path / "o",
+                        "--init", f"pts:{wings['truth']}", "--json")
+    assert rc == 0
+    for r in json.loads(stdout)["images"]:
+        stem = Path(r["image"]).stem
+        assert r["init"] == "points"
+        assert nme(read_pts(r["output"]), read_pts(wings["truth"] / f"{stem}.pts")) < 0.02
+    bad = tmp_path / "bad"
+    shutil.copytree(wings["truth"], bad)
+    stem = wings["test_stems"][1]
+    (bad / f"{stem}.pts").write_text("version: 1\nn_points: 2\n{\n1 1\n2 2\n}\n")
+    rc, _, err = run(capsys, "fit", wings["model"], wings["test"], "-o", tmp_path / "o",
+                     "--init", f"pts:{bad}")
+    assert rc == 2 and str(bad / f"{stem}.pts") in err and "2 points" in err
+
+
+@pytest.mark.skipif(not FACES.is_dir(), reason="sample_data/faces not present")
+def test_face_detector_start_and_fallback_to_prior(tmp_path, capsys):
+    import cv2
+
+    faces = tmp_path / "faces"
+    stems = sorted(p.stem for p in FACES.glob("*.pts"))
+    faces.mkdir()
+    for s in stems[:6]:  # enough for the face-box regression (>= 2 detected)
+        shutil.copy(FACES / f"{s}.jpg", faces)
+        shutil.copy(FACES / f"{s}.pts", faces)
+    model = tmp_path / "faces.npz"
+    rc, _, _ = run(capsys, "train", faces, "--face-detector", "-o", model, "--json")
+    assert rc == 0 and load_model(model).starts.face is not None
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(FACES / f"{stems[-1]}.jpg", images)
+    cv2.imwrite(str(images / "blank.png"), np.full((240, 260), 128, np.uint8))  # no face
+    for init in ("auto", "detect"):
+        rc, stdout, _ = run(capsys, "fit", model, images, "-o", tmp_path / init, "--json",
+                            "--init", init)
+        assert rc == 0
+        recs = {Path(r["image"]).stem: r for r in json.loads(stdout)["images"]}
+        assert recs[stems[-1]]["init"] == "detect"
+        assert recs["blank"]["init"] == "prior (no face found)"
+        assert read_pts(tmp_path / init / "blank.pts").shape == (68, 2)
+    # a model without the face start refuses --init detect, naming the model file
+    plain = tmp_path / "plain.npz"
+    assert run(capsys, "train", faces, "-o", plain, "--json")[0] == 0
+    rc, _, err = run(capsys, "fit", plain, images, "-o", tmp_path / "x", "--init", "detect")
+    _assert_user_error(rc, err, plain, "--face-detector")
+
+
+def test_evaluate_json_matches_evaluate_module(wings, tmp_path, capsys):
+    data = tmp_path / "heldout"
+    shutil.copytree(wings["test"], data)
+    for p in wings["truth"].iterdir():
+        shutil.copy(p, data)
+    fit_out = tmp_path / "fit"
+    assert run(capsys, "fit", wings["model"], wings["test"], "-o", fit_out)[0] == 0
+    rc, stdout, stderr = run(capsys, "evaluate", wings["model"], data, "--json", "-o",
+                             tmp_path / "ev")
+    assert rc == 0 and stderr == ""
+    doc = json.loads(stdout)
+    errs = []
+    for r in doc["images"]:
+        stem = Path(r["image"]).stem
+        truth = read_pts(data / f"{stem}.pts")
+        # the same fit (deterministic) written by `fit` and by `evaluate -o`
+        e = nme(read_pts(fit_out / f"{stem}.pts"), truth, "diagonal")
+        assert r["nme"] == pytest.approx(e, rel=1e-9)
+        assert r["nme"] == pytest.approx(nme(read_pts(r["output"]), truth), rel=1e-9)
+        errs.append(e)
+    s = summarise(errs)
+    assert doc["n_images"] == 2 and doc["norm"] == "auto" and doc["norm_used"] == "diagonal"
+    assert doc["mean_nme"] == pytest.approx(s["mean"])
+    assert doc["median_nme"] == pytest.approx(s["median"])
+    assert doc["auc"] == pytest.approx(auc(errs, 0.08))
+    assert doc["failure_rate"] == 0.0
+    assert doc["median_fit_ms"] == pytest.approx(np.median([r["fit_ms"] for r in doc["images"]]))
+    # pair normaliser: errors scale by diagonal / pair distance
+    rc, stdout, _ = run(capsys, "evaluate", wings["model"], data, "--json", "--norm", "pair:0,1")
+    pair = json.loads(stdout)
+    for r_d, r_p in zip(doc["images"], pair["images"]):
+        t = read_pts(data / f"{Path(r_d['image']).stem}.pts")
+        ratio = np.hypot(*np.ptp(t, 0)) / np.hypot(*(t[0] - t[1]))
+        assert r_p["nme"] == pytest.approx(r_d["nme"] * ratio, rel=1e-9)
+    # human-readable output
+    rc, stdout, _ = run(capsys, "evaluate", wings["model"], data)
+    assert rc == 0 and "AUC@0.08" in stdout and "median NME" in stdout
+    # 'eyes' needs 68 points
+    rc, _, err = run(capsys, "evaluate", wings["model"], data, "--norm", "eyes")
+    assert rc == 2 and "68" in err
+
+
+def _assert_user_error(rc, err, *names):
+    assert rc == 2
+    assert err.startswith("napari-gsm: error: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    for n in names:
+        assert str(n) in err
+
+
+def test_user_errors_exit_2_naming_the_file(wings, tmp_path, capsys):
+    out = tmp_path / "o"
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(wings["model"].read_bytes()[:300])
+    _assert_user_error(*run(capsys, "fit", corrupt, wings["test"], "-o", out)[::2], corrupt)
+    not_a_model = tmp_path / "text.npz"
+    not_a_model.write_text("hello")
+    _assert_user_error(*run(capsys, "evaluate", not_a_model, wings["train"])[::2], not_a_model)
+    _assert_user_error(*run(capsys, "fit", tmp_path / "none.npz", wings["test"], "-o", out)[::2],
+                       tmp_path / "none.npz")
+
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text('{"63015": [1, 2, 3,')
+    _assert_user_error(*run(capsys, "fit", wings["model"], wings["test"], "-o", out,
+                            "--boxes", boxes)[::2], boxes)
+    boxes.write_text('{"63015": [10, 20, 5, 30]}')  # x1 < x0
+    _assert_user_error(*run(capsys, "fit", wings["model"], wings["test"], "-o", out,
+                            "--boxes", boxes)[::2], boxes, "63015")
+
+    missing = tmp_path / "nope.jpg"
+    _assert_user_error(*run(capsys, "fit", wings["model"], missing, "-o", out)[::2], missing)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    _assert_user_error(*run(capsys, "fit", wings["model"], broken, "-o", out)[::2], broken)
+
+    bad_pts = tmp_path / "badpts"
+    shutil.copytree(wings["train"], bad_pts)
+    victim = sorted(bad_pts.glob("*.pts"))[3]
+    victim.write_text("version: 1\nn_points: 12\n{\n1 x\n}\n")
+    _assert_user_error(*run(capsys, "train", bad_pts, "-o", tmp_path / "m.npz")[::2], victim)
+    _assert_user_error(*run(capsys, "train", tmp_path / "absent", "-o", tmp_path / "m.npz")[::2],
+                       tmp_path / "absent")
+    if FACES.is_dir():  # a 68-point folder against the 12-point model
+        faces = tmp_path / "faces"
+        faces.mkdir()
+        for suffix in (".jpg", ".pts"):
+            shutil.copy(FACES / f"image_0372{suffix}", faces)
+        _assert_user_error(*run(capsys, "evaluate", wings["model"], faces)[::2], faces, "68")
+    assert not out.exists() or not any(out.iterdir())  # nothing written on an error
+
+
+def test_demo_without_viewer(tmp_path, capsys):
+    if not (FACES.is_dir() and WINGS.is_dir()):
+        pytest.skip("sample data not present")
+    out = tmp_path / "demo"
+    rc, stdout, _ = run(capsys, "demo", "--no-viewer", "--out", out)
+    assert rc == 0
+    face_stems = sorted(p.stem for p in FACES.glob("*.pts"))[-2:]
+    wing_stems = sorted(p.stem for p in WINGS.glob("*.pts"))[-2:]
+    for name, stems in (("faces", face_stems), ("wings", wing_stems)):
+        assert (out / f"{name}-model.npz").is_file()
+        for s in stems:
+            pred = read_pts(out / name / f"{s}.pts")
+            truth = read_pts(REPO / "sample_data" / name / f"{s}.pts")
+            assert pred.shape == truth.shape and not np.array_equal(pred, truth)
+            assert nme(pred, truth) < 0.2  # a fit, not noise
+            png = out / "overlays" / f"{name}-{s}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert f"{name}  {s}" in stdout or (name in stdout and s in stdout)
+        # the training images' annotations are copied unchanged next to the fits
+        train_stem = sorted(p.stem for p in (REPO / "sample_data" / name).glob("*.pts"))[0]
+        np.testing.assert_array_equal(read_pts(out / name / f"{train_stem}.pts"),
+                                      read_pts(REPO / "sample_data" / name / f"{train_stem}.pts"))
+
+
+def test_console_script_subprocess(wings, tmp_path):
+    exe = Path(sys.executable).parent / "napari-gsm"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "napari_gsm.cli"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(cmd + ["fit", str(wings["model"]), str(wings["test"]), "-o",
+                                 str(tmp_path / "o"), "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["images"]) == 2
+    proc = subprocess.run(cmd + ["fit", str(tmp_path / "missing.npz"), str(wings["test"]), "-o",
+                                 str(tmp_path / "o")], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2 and "missing.npz" in proc.stderr
+    assert "Traceback" not in proc.stderr
