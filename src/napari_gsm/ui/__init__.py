@@ -5,10 +5,4 @@ napari through the npe2 manifest (``napari.yaml``), so importing :mod:`napari_gs
 cheap and does not import napari itself.
 """
 
-
-def __getattr__(name):  # lazy: `from napari_gsm.ui import launch` imports napari only then
-    if name == "launch":
-        from .launch import launch
-
-        return launch
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from .launch import launch  # cheap: napari is imported only when launch() runs

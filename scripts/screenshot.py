@@ -1,0 +1,83 @@
+"""Make ``docs/screenshot.png``: the annotation widget on the sample faces, after a fit.
+
+Copies ``sample_data/faces`` to a temporary folder, holds back one image's landmarks (the
+image to annotate), opens it with :func:`napari_gsm.ui.launch`, trains a HoG model with
+face-detector starts, fits the held-back face, moves two landmarks (so pinned points show
+next to fitted ones) and re-fits, then saves a screenshot of the whole window.
+
+Usage::
+
+    .venv/bin/python scripts/screenshot.py [OUT.png]
+
+Without a display it re-runs itself under ``xvfb-run`` (rendering needs an X server).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = (1500, 950)
+
+
+def main(out=None):
+    out = Path(out or REPO / "docs" / "screenshot.png")
+    if not os.environ.get("DISPLAY") and shutil.which("xvfb-run") and not os.environ.get("_GSM_XVFB"):
+        env = {**os.environ, "_GSM_XVFB": "1"}
+        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1920x1200x24", sys.executable, __file__, str(out)]
+        return subprocess.call(cmd, env=env)
+
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    from napari_gsm.ui import launch
+    from napari_gsm.ui.launch import find_widget
+
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp) / "faces"
+        shutil.copytree(REPO / "sample_data" / "faces", project)
+        held = project / "image_0552.pts"  # a frontal face: the detector finds it
+        held.unlink()
+        viewer = launch(project)
+        viewer.window._qt_window.resize(*SIZE)
+        w = find_widget(viewer)
+        w.face_check.setChecked(True)
+        w.train()
+        while w.train_worker is not None:  # the worker reports back through the event loop
+            QApplication.processEvents()
+            time.sleep(0.01)
+        if w.model is None:
+            raise RuntimeError(f"training failed: {w.status_label.text()}")
+        w.show_image(w.project.stems.index("image_0552"))
+        result = w.fit()
+        if result is None:
+            raise RuntimeError(f"fitting failed: {w.status_label.text()}")
+        # A person drags two landmarks (an eye corner and the chin tip): they become pinned.
+        layer = w.points_layer
+        data = layer.data.copy()
+        for k, shift in ((36, (-2.0, -1.5)), (8, (3.0, 0.0))):
+            row = int(np.flatnonzero(layer.features["index"] == k)[0])
+            data[row] += shift[::-1]
+        layer.data = data
+        w.refit()
+        layer.selected_data = set()
+        viewer.layers.selection.active = layer
+        layer.mode = "select"
+        viewer.reset_view()
+        for _ in range(20):
+            QApplication.processEvents()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(path=str(out), canvas_only=False, flash=False)
+        print(f"wrote {out} ({w.status_label.text()})")
+        viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:2]))
