@@ -262,8 +262,12 @@ class Model:
         self.summary["n_updates"] = self.summary.get("n_updates", 0) + 1
 
     # -- files -------------------------------------------------------------------------
-    def save(self, path):
-        """Write the model to a versioned ``.npz`` + JSON file (atomic); returns the path."""
+    def save(self, path, *, backup=True):
+        """Write the model to a versioned ``.npz`` + JSON file; returns the path.
+
+        The write is atomic (temp file + rename), so an interrupted save or training leaves
+        the previous model intact; ``backup`` also keeps it as a numbered ``name.~N~``.
+        """
         arrays = {}
         arrays.update(self.shape.to_arrays())
         arrays.update(self.detectors.to_arrays())
@@ -280,7 +284,7 @@ class Model:
             "state_params": self.state.params() if self.state is not None else None,
             "training_set": self.summary,
         }
-        return save_model_file(path, arrays, meta)
+        return save_model_file(path, arrays, meta, backup=backup)
 
 
 def _accumulate(model, pyramid, points, rng):

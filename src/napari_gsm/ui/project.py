@@ -25,7 +25,6 @@ with state ``''``.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -518,20 +517,10 @@ class Project:
 
     # -- model file --------------------------------------------------------------------
     def save_model(self, model):
-        """Save ``model`` as ``.napari-gsm/model.npz``, replacing the old one in one rename.
-
-        The file is first written completely under a temporary name, so an interrupted
-        save leaves the previous model intact (and no numbered backups pile up).
-        """
+        """Save ``model`` as ``.napari-gsm/model.npz`` (atomic: an interrupted save leaves the
+        previous model intact; no numbered backups, since every accept saves)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_dir / f".model.{os.getpid()}.tmp.npz"
-        tmp.unlink(missing_ok=True)
-        try:
-            model.save(tmp)
-            os.replace(tmp, self.model_path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return self.model_path
+        return model.save(self.model_path, backup=False)
 
     def load_model(self):
         """The saved model, or None when there is none yet."""
