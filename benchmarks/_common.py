@@ -1,0 +1,157 @@
+"""Shared pieces of the benchmark harness: data splits, caches, metrics rows, tables.
+
+Everything cached lives in ``benchmarks/cache/`` (git-ignored): Viola-Jones boxes keyed by
+image file name, and trained models keyed by a hash of what determines them (suite, the
+exact training files, training parameters, method, package version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_gsm.io import load_dataset, to_grey
+from napari_gsm.model import Sample
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "cache"
+DATA = Path("/work/shared/data")
+
+
+def package_version():
+    try:
+        from importlib.metadata import version
+        return version("napari-gsm")
+    except Exception:  # pragma: no cover - not installed
+        return "unknown"
+
+
+# -- data ------------------------------------------------------------------------------
+def load_samples(items):
+    """``Sample`` (name = file name, grey float32, points) for dataset items."""
+    return [Sample(it.image_path.name, to_grey(it.load_image()), np.asarray(it.points, float))
+            for it in items]
+
+
+def split_items(folder, test_fraction=0.25, seed=0):
+    """A fixed, seeded train/test split of one annotated folder: ``(train, test)`` items."""
+    items = sorted(load_dataset(folder).annotated, key=lambda it: it.image_path.name)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(items))
+    n_test = max(1, int(round(test_fraction * len(items))))
+    test = sorted(order[:n_test])
+    train = sorted(order[n_test:])
+    return [items[i] for i in train], [items[i] for i in test]
+
+
+def subset(items, n, seed=0):
+    """``n`` items drawn without replacement (seeded), in file-name order; all if ``n`` is None."""
+    if n is None or n >= len(items):
+        return list(items)
+    idx = np.sort(np.random.default_rng(seed).choice(len(items), n, replace=False))
+    return [items[i] for i in idx]
+
+
+def files_digest(samples):
+    """A short hash of the training set (names and landmarks), for cache keys."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(s.name.encode())
+        h.update(np.round(np.asarray(s.points, float), 3).tobytes())
+    return h.hexdigest()[:16]
+
+
+def key_of(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+# -- Viola-Jones boxes -----------------------------------------------------------------
+class BoxCache:
+    """Viola-Jones detections per image file name, stored as JSON in the cache folder.
+
+    Every detection is kept (largest first), so a test image uses the first box as
+    :meth:`napari_gsm.model.Model.start` would, and a training image the box that contains
+    its face.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.boxes = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self._detector = None
+        self.computed = 0
+
+    def get(self, sample):
+        if sample.name not in self.boxes:
+            if self._detector is None:
+                from napari_gsm.init import FaceDetector
+                self._detector = FaceDetector()
+            self.boxes[sample.name] = np.asarray(self._detector.detect(sample.grey)).tolist()
+            self.computed += 1
+        return np.asarray(self.boxes[sample.name], float).reshape(-1, 4)
+
+    def save(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.boxes))
+        tmp.replace(self.path)
+
+
+def matching_box(boxes, points):
+    """The detection containing the shape's centroid, else None."""
+    c = np.nanmean(points, 0)
+    for b in boxes:
+        if b[0] <= c[0] <= b[2] and b[1] <= c[1] <= b[3]:
+            return b
+    return None
+
+
+# -- rows and tables -------------------------------------------------------------------
+@dataclass
+class Row:
+    """One method's results on one suite."""
+
+    method: str
+    features: str
+    errors: list = field(default_factory=list)
+    fit_ms: list = field(default_factory=list)
+    iters: list = field(default_factory=list)
+    train_s: float | None = None
+    size_mb: float | None = None
+    note: str = ""
+
+    def cells(self, cutoff=0.08):
+        from napari_gsm.evaluate import summarise
+        s = summarise(self.errors, cutoff)
+        f = lambda x, fmt: "n/a" if x is None or not np.isfinite(x) else fmt.format(x)  # noqa: E731
+        return [
+            self.method,
+            self.features,
+            f(s["mean"], "{:.4f}"),
+            f(s["median"], "{:.4f}"),
+            f(100 * s["auc"], "{:.1f}"),
+            f(100 * s["failure_rate"], "{:.1f}"),
+            f(float(np.median(self.fit_ms)) if self.fit_ms else None, "{:.1f}"),
+            f(float(np.mean(self.iters)) if self.iters else None, "{:.1f}"),
+            f(self.train_s, "{:.1f}"),
+            f(self.size_mb, "{:.2f}"),
+        ]
+
+    @property
+    def median_ms(self):
+        return float(np.median(self.fit_ms)) if self.fit_ms else float("nan")
+
+
+HEADER = ["method", "features", "mean NME", "median NME", "AUC@0.08 (%)",
+          "failure @0.08 (%)", "median fit_ms", "mean iterations", "training s", "model MB"]
+
+
+def markdown_table(rows, cutoff=0.08):
+    lines = ["| " + " | ".join(HEADER) + " |",
+             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(HEADER))) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(r.cells(cutoff)) + " |")
+    return "\n".join(lines)

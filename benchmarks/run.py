@@ -1,0 +1,349 @@
+"""Benchmark GSM against the CLM baseline, the other GSM variants and dlib, in one command.
+
+    .venv/bin/python benchmarks/run.py [--suite faces|wings|ceph|all] [--methods ...]
+                                       [--quick] [--markdown FILE]
+
+Prints one table per suite (see benchmarks/README.md for the columns). All methods of a
+suite run in one process, image by image side by side, so background load hits them alike;
+timings are medians of ``FitResult.fit_ms`` (fit only: the face detector is run once per
+image beforehand and cached). Trained models are cached in ``benchmarks/cache``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Single-threaded BLAS/FFT: timings comparable across methods and machines (set before numpy).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+from napari_gsm.evaluate import nme  # noqa: E402
+from napari_gsm.methods import METHODS, GSMParams  # noqa: E402
+from napari_gsm.model import TrainParams, load_model, train  # noqa: E402
+
+#: Rows after the start row: key -> (label, features, method name, TrainParams kwargs).
+ROWS = {
+    "gsm-grey": ("GSM", "grey", "gsm", {"features": "grey"}),
+    "gsm": ("GSM", "HoG", "gsm", {}),
+    "clm": ("CLM (SCMS)", "HoG", "clm", {}),
+    "gsm3d": ("GSM 2D+3D", "HoG", "gsm3d", {}),
+    "gsm-cr": ("GSM-CR", "HoG", "gsm-cr", {}),
+    "dlib": ("dlib ERT (peer)", "pixels", None, None),
+}
+
+SUITES = {
+    # name: train folder, test folder (None: seeded split of train), start, normaliser,
+    # quick (n_train, n_test), rows that apply
+    "faces": dict(train=C.DATA / "faces-300w/train", test=C.DATA / "faces-300w/test-lfpw",
+                  init="vj", norm="auto", quick=(300, 60), face=True,
+                  rows=["gsm-grey", "gsm", "clm", "gsm3d", "gsm-cr", "dlib"]),
+    "wings": dict(train=C.DATA / "wings/train", test=None, init="prior", norm="diagonal",
+                  quick=(None, None), face=False, rows=["gsm-grey", "gsm", "clm", "gsm-cr"]),
+    "ceph": dict(train=C.DATA / "ceph/train", test=None, init="prior", norm="diagonal",
+                 quick=(30, 10), face=False, rows=["gsm-grey", "gsm", "clm", "gsm-cr"]),
+}
+
+QUICK_DLIB_FACES = 50
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+# -- models ----------------------------------------------------------------------------
+def _model_path(suite, tag, key):
+    (C.CACHE / "models").mkdir(parents=True, exist_ok=True)
+    return C.CACHE / "models" / f"{suite}-{tag}-{key}.npz"
+
+
+def base_model(suite, samples, params, use_cache):
+    """The GSM model (shape model, detectors, starts) for one feature kind, cached."""
+    key = C.key_of({"suite": suite, "data": C.files_digest(samples), "params": asdict(params),
+                    "gsm_params": asdict(GSMParams()), "method": "gsm",
+                    "version": C.package_version()})
+    path = _model_path(suite, f"gsm-{params.features}", key)
+    if use_cache and path.exists():
+        model = load_model(path)
+        log(f"  [{params.features}] cached model {path.name} (trained in "
+            f"{model.summary.get('train_seconds')} s on {model.summary.get('trained')})")
+        return model, path
+    log(f"  [{params.features}] training GSM on {len(samples)} images ...")
+    model = train([(s.grey, s.points) for s in samples], "gsm", params=params)
+    model.summary["images"] = [s.name for s in samples][:5000]
+    model.save(path)
+    log(f"  [{params.features}] trained in {model.summary['train_seconds']} s -> {path.name}")
+    return model, path
+
+
+def method_model(suite, name, base, base_path, samples, use_cache, method_kw):
+    """``base`` turned into method ``name``; methods with their own training are cached."""
+    impl = METHODS[name]
+    if impl.train is None:
+        m = copy.copy(base)
+        m.method = name
+        return m, base_path
+    key = C.key_of({"base": base_path.name, "method": name, "kw": method_kw,
+                    "version": C.package_version()})
+    path = _model_path(suite, name, key)
+    if use_cache and path.exists():
+        m = load_model(path)
+        log(f"  [{name}] cached model {path.name} (trained in "
+            f"{m.summary.get('train_seconds')} s incl. the shared detectors)")
+        return m, path
+    log(f"  [{name}] training its own state on {len(samples)} images ...")
+    m = copy.copy(base)
+    m.method = name
+    m.summary = dict(base.summary)
+    t0 = time.perf_counter()
+    m.state = impl.train(m, samples, **method_kw)
+    own = time.perf_counter() - t0
+    m.summary["train_seconds"] = round(float(base.summary["train_seconds"]) + own, 2)
+    m.summary["state_train_seconds"] = round(own, 2)
+    m.save(path)
+    log(f"  [{name}] trained in {own:.1f} s (+ {base.summary['train_seconds']} s shared) "
+        f"-> {path.name}")
+    return m, path
+
+
+# -- dlib ------------------------------------------------------------------------------
+def dlib_predictor(suite, samples, box_cache, quick, use_cache):
+    import dlib_peer as D
+
+    dlib, note = D.ensure_dlib()
+    if dlib is None:
+        return None, None, note
+    if quick:
+        samples = C.subset(samples, QUICK_DLIB_FACES, seed=1)
+        options = D.QUICK_OPTIONS
+    else:
+        options = D.FULL_OPTIONS
+    boxes, fallback = [], 0
+    for s in samples:
+        b = C.matching_box(box_cache.get(s), s.points)
+        if b is None:  # the detector missed this training face: ground-truth box
+            fallback += 1
+            b = np.r_[np.nanmin(s.points, 0), np.nanmax(s.points, 0)]
+        boxes.append(b)
+    box_cache.save()
+    key = C.key_of({"suite": suite, "data": C.files_digest(samples), "options": options,
+                    "dlib": dlib.__version__})
+    path = C.CACHE / "models" / f"{suite}-dlib-{key}.dat"
+    meta_path = path.with_suffix(".json")
+    if use_cache and path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        log(f"  [dlib] cached predictor {path.name} (trained in {meta['train_seconds']:.1f} s "
+            f"on {meta['trained']})")
+    else:
+        log(f"  [dlib] training on {len(samples)} faces ({fallback} ground-truth boxes where "
+            f"Viola-Jones missed), options {options} ...")
+        seconds, _ = D.train_predictor(dlib, samples, boxes, options, path)
+        meta = {"train_seconds": seconds, "n_train": len(samples), "options": options,
+                "gt_box_fallbacks": fallback,
+                "trained": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        meta_path.write_text(json.dumps(meta, indent=1))
+        log(f"  [dlib] trained in {seconds:.1f} s")
+    pred = D.load_predictor(dlib, path)
+    info = dict(meta, size_mb=path.stat().st_size / 1e6,
+                note=f"dlib {dlib.__version__}, {meta['n_train']} training faces, "
+                     f"oversampling {meta['options']['oversampling_amount']}"
+                     + (f"; {note}" if note else ""))
+    return dlib, pred, info
+
+
+def _box_from_start(model, start):
+    """The face box the start regression would map to ``start`` (to give dlib a box)."""
+    from napari_gsm.geometry import shape_size
+    kx, ky, ks = model.starts.face
+    c = start.mean(0)
+    w = shape_size(start) / ks
+    return np.array([c[0] - kx * w, c[1] - ky * w, c[0] - kx * w + w, c[1] - ky * w + w])
+
+
+# -- one suite -------------------------------------------------------------------------
+def run_suite(name, args):
+    cfg = SUITES[name]
+    use_cache = not args.no_cache
+    log(f"\n=== suite {name}{' (QUICK RUN)' if args.quick else ''} ===")
+    if cfg["test"] is None:
+        train_items, test_items = C.split_items(cfg["train"], 0.25, seed=0)
+    else:
+        train_items = sorted(C.load_dataset(cfg["train"]).annotated,
+                             key=lambda it: it.image_path.name)
+        test_items = sorted(C.load_dataset(cfg["test"]).annotated,
+                            key=lambda it: it.image_path.name)
+    if args.quick:
+        n_train, n_test = cfg["quick"]
+        train_items = C.subset(train_items, n_train, seed=0)
+        test_items = C.subset(test_items, n_test, seed=0)
+    log(f"loading {len(train_items)} training and {len(test_items)} test images ...")
+    train_s = C.load_samples(train_items)
+    test_s = C.load_samples(test_items)
+    wanted = [k for k in cfg["rows"] if k in args.methods]
+    notes = []
+    for k in wanted:
+        meth = ROWS[k][2]
+        if meth is not None and meth not in METHODS:
+            notes.append(f"{ROWS[k][0]}: method {meth!r} not available in this build, skipped")
+    wanted = [k for k in wanted if ROWS[k][2] is None or ROWS[k][2] in METHODS]
+
+    # Models.
+    feats = {ROWS[k][1] for k in wanted if ROWS[k][3] is not None}
+    bases = {}
+    for feat in sorted(feats):
+        params = TrainParams(features="grey" if feat == "grey" else "hog",
+                             face_detector=cfg["face"])
+        bases[feat] = base_model(name, train_s, params, use_cache)
+    if not bases:  # the start row needs the start model
+        bases["HoG"] = base_model(name, train_s, TrainParams(face_detector=cfg["face"]),
+                                  use_cache)
+    models = {}
+    for k in wanted:
+        label, feat, meth, _ = ROWS[k]
+        if meth is None:
+            continue
+        base, path = bases[feat]
+        kw = {} if cfg["face"] or meth != "gsm-cr" else {"init": "prior"}
+        models[k] = method_model(name, meth, base, path, train_s, use_cache, kw)
+    ref_model = bases.get("HoG", next(iter(bases.values())))[0]
+
+    # Starts (Viola-Jones boxes, cached by file name).
+    box_cache = C.BoxCache(C.CACHE / f"vj_boxes_{name}.json") if cfg["face"] else None
+    starts, fallbacks = [], 0
+    for s in test_s:
+        box = None
+        if box_cache is not None:
+            b = box_cache.get(s)
+            box = b[0] if len(b) else None
+        fallbacks += box is None and cfg["init"] == "vj"
+        starts.append(box)
+    if box_cache is not None:
+        box_cache.save()
+        log(f"Viola-Jones boxes: {box_cache.computed} computed, the rest from the cache; "
+            f"{fallbacks}/{len(test_s)} test faces without a detection start from the prior")
+        notes.append(f"{fallbacks} of {len(test_s)} test faces had no Viola-Jones detection "
+                     "and start from the model's prior placement")
+
+    def start_for(model, s, box):
+        if box is not None:
+            return model.starts.from_face_box(model.shape.s0, box)
+        return model.starts.from_prior(model.shape.s0, s.grey.shape)
+
+    dlib = pred = None
+    if "dlib" in wanted:
+        dlib, pred, info = dlib_predictor(name, train_s, box_cache, args.quick, use_cache)
+        if pred is None:
+            notes.append(f"dlib row skipped: {info}")
+            wanted.remove("dlib")
+        else:
+            import dlib_peer as D
+            dlib_info = info
+
+    # Rows.
+    rows = {"start": C.Row(f"start (mean shape from {'VJ box' if cfg['face'] else 'prior'})",
+                           "-")}
+    for k in wanted:
+        label, feat, meth, _ = ROWS[k]
+        r = C.Row(label, feat)
+        if k == "dlib":
+            r.train_s, r.size_mb, r.note = (dlib_info["train_seconds"], dlib_info["size_mb"],
+                                            dlib_info["note"])
+        else:
+            m, path = models[k]
+            r.train_s = float(m.summary.get("train_seconds", float("nan")))
+            r.size_mb = path.stat().st_size / 1e6
+        rows[k] = r
+    if "clm" in rows and "gsm" in rows:
+        rows["clm"].note = "same trained model (detectors, prior) as GSM HoG"
+
+    # Warm-up: one fit per method on the first image (import / FFT-plan costs, not timed).
+    s, box = test_s[0], starts[0]
+    for k, (m, _) in models.items():
+        m.fit(s.grey, init="points", points=start_for(m, s, box), history=False)
+
+    norm = cfg["norm"]
+    t_all = time.perf_counter()
+    for n, (s, box) in enumerate(zip(test_s, starts)):
+        start = start_for(ref_model, s, box)
+        rows["start"].errors.append(nme(start, s.points, norm))
+        for k in wanted:
+            r = rows[k]
+            if k == "dlib":
+                b = box if box is not None else _box_from_start(ref_model, start)
+                pts, ms = D.fit(dlib, pred, D.to_u8(s.grey), b)
+                r.errors.append(nme(pts, s.points, norm))
+                r.fit_ms.append(ms)
+                continue
+            m, _ = models[k]
+            res = m.fit(s.grey, init="points", points=start_for(m, s, box), history=False)
+            r.errors.append(nme(res.points, s.points, norm))
+            r.fit_ms.append(res.fit_ms)
+            r.iters.append(res.n_iter)
+        if (n + 1) % 20 == 0 or n + 1 == len(test_s):
+            log(f"  fitted {n + 1}/{len(test_s)} images ({time.perf_counter() - t_all:.0f} s)")
+
+    order = ["start"] + [k for k in ROWS if k in rows]
+    table = C.markdown_table([rows[k] for k in order])
+    lines = [f"### Suite `{name}`" + (" — QUICK RUN (development subset, not a result)"
+                                       if args.quick else ""),
+             "",
+             f"Train: {len(train_s)} images ({cfg['train']}), test: {len(test_s)} images "
+             f"({cfg['test'] or 'seeded 25 % hold-out of the same folder'}); start: "
+             f"{'Viola-Jones box -> learned placement' if cfg['face'] else 'prior placement'};"
+             f" normaliser: {'outer eye corners 36/45' if norm == 'auto' else 'bounding-box diagonal'}.",
+             "", table, ""]
+    if "clm" in rows and "gsm" in rows:
+        speed = rows["clm"].median_ms / rows["gsm"].median_ms
+        lines.append(f"Speed-up of GSM HoG over CLM HoG (median fit_ms ratio): **{speed:.1f}x** "
+                     f"({rows['clm'].median_ms:.1f} ms vs {rows['gsm'].median_ms:.1f} ms).")
+    for k in order:
+        if rows[k].note:
+            lines.append(f"- {rows[k].method}: {rows[k].note}")
+    lines += [f"- {n}" for n in notes]
+    if "dlib" in rows:
+        lines.append("- dlib fit_ms is the predictor call alone on a uint8 image; the GSM/CLM "
+                     "fit_ms also include building the image pyramid.")
+    text = "\n".join(lines)
+    log("\n" + text)
+    return text
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", default="faces", choices=["faces", "wings", "ceph", "all"])
+    p.add_argument("--methods", nargs="+", default=list(ROWS), choices=list(ROWS),
+                   help="rows to run (the start row is always shown)")
+    p.add_argument("--quick", action="store_true",
+                   help="development run: faces 300 train / 60 test (dlib: 50 faces, "
+                        "oversampling 2), ceph 30/10")
+    p.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
+    p.add_argument("--no-cache", action="store_true", help="retrain even if cached")
+    args = p.parse_args(argv)
+    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    head = [f"# napari-gsm benchmark{' — QUICK RUN' if args.quick else ''}", "",
+            f"napari-gsm {C.package_version()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, methods in this build: "
+            f"{', '.join(METHODS)}.", ""]
+    parts = [run_suite(s, args) for s in suites]
+    text = "\n".join(head) + "\n" + "\n\n".join(parts) + "\n"
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+        log(f"\nwrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
