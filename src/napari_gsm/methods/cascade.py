@@ -1,0 +1,523 @@
+"""GSM-CR: cascade regression on GSM features (paper section 5, Algorithms 3-4).
+
+Every level ``k`` reads the ``6v`` GSM responses (eq. 50) at the current shape and adds a
+learned linear update::
+
+    x_{k+1} = x_k + R_k^T [f(x_k), 1]
+
+``f`` is ``[<I,h>..., <I,h_x>..., <I,h_y>..., <I,h_xx>..., <I,h_yy>..., <I,h_xy>...]``
+(six blocks of ``v``), measured in the pose-normalised frame: the pose ``theta`` of the
+current shape is found by Procrustes against ``s0``, the image is warped into the reference
+frame, and ``x`` is the shape there. The update is learned and applied in that frame too
+(``2v`` numbers, mapped back to the image by ``S^-1``), so it does not depend on where the
+object is or how large it is.
+
+Training (Algorithm 4) simulates ``M`` starts per image drawn like the real starts, runs the
+cascade on them level by level and solves one ridge regression per level. Only the ``6v + 1``
+features of every virtual sample are kept, never patches. The ridge weight of each level is
+chosen on held-out training images. The expensive part -- a warp and a feature map per
+virtual sample -- is shared between the perturbations of one image whose pose differs only
+by translation, or by less than a quantisation step of rotation and scale (see
+:func:`_image_features`), and the responses are computed without materialising patches
+(:mod:`._cascade_features`). When the detectors have several target widths the first
+``coarse_levels`` levels read the widest (longer reach), the rest the finest.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..features import feature_map
+from ..geometry import pose_from_shape, shape_size, similarity_fit
+from ..init import place_mean
+from ..result import FitResult
+from ..shape import from_vec, to_vec
+from ._cascade_features import FeatureReader
+
+__all__ = ["CascadeState", "train_cascade", "fit_cascade", "load_cascade", "cascade_features"]
+
+#: Relative ridge weights tried per level (times the number of rows; features standardised).
+LAM_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+@dataclass
+class CascadeState:
+    """A trained cascade.
+
+    Attributes
+    ----------
+    R : (K, 6v + 1, 2v) float64 array
+        Regression matrices; the last feature row is the bias. The update of level ``k`` is
+        ``[f, 1] @ R[k]``, a reference-frame shape vector ``(x..., y...)``.
+    info : dict
+        Training record (JSON-able): ``levels``, ``perturbations`` (M), ``lam_rel`` and
+        ``lam`` (ridge weight per level, relative to the row count and absolute, on
+        standardised features), ``heldout_grid`` (held-out error of every weight tried),
+        ``init`` (start kind simulated), ``heldout_error`` / ``train_error`` (mean point
+        error in reference-frame pixels before the first level and after every level),
+        ``coarse_levels``, ``spread``, ``noise``, ``share``, ``seed``, ``train_seconds``.
+    """
+
+    R: np.ndarray
+    info: dict
+
+    @property
+    def levels(self):
+        return self.R.shape[0]
+
+    def to_arrays(self):
+        return {"cascade_R": np.asarray(self.R, np.float64)}
+
+    def params(self):
+        return dict(self.info)
+
+
+def load_cascade(arrays, params):
+    """Rebuild a :class:`CascadeState` from :meth:`CascadeState.to_arrays` / ``params``."""
+    R = np.asarray(arrays["cascade_R"], np.float64)
+    info = dict(params or {})
+    if R.ndim != 3 or (R.shape[1] - 1) != 3 * R.shape[2]:
+        raise ValueError(f"cascade matrices have shape {R.shape}, expected (K, 6v+1, 2v)")
+    return CascadeState(R=R, info=info)
+
+
+# -- poses, vectorised over samples -----------------------------------------------------
+
+def _poses(shapes, s0, sm):
+    """Poses ``theta (n, 4)`` mapping each image-frame shape ``(n, v, 2)`` onto ``s0``.
+
+    The same least-squares similarity as :func:`~napari_gsm.geometry.pose_from_shape`,
+    for many shapes at once (shapes must be complete).
+    """
+    mu_s = shapes.mean(1)
+    mu_d = s0.mean(0)
+    s = shapes - mu_s[:, None]
+    d = s0 - mu_d
+    den = (s**2).sum((1, 2))
+    a = (s * d).sum((1, 2)) / den
+    b = (s[..., 0] * d[:, 1] - s[..., 1] * d[:, 0]).sum(1) / den
+    # t = mu_d - A mu_s; pose translation = t - sm + A sm = mu_d - sm - A (mu_s - sm)
+    cx, cy = mu_s[:, 0] - sm[0], mu_s[:, 1] - sm[1]
+    tx = mu_d[0] - sm[0] - (a * cx - b * cy)
+    ty = mu_d[1] - sm[1] - (b * cx + a * cy)
+    return np.column_stack([a, b, tx, ty])
+
+
+def _to_frame(shapes, thetas, sm):
+    """``S(shape, theta)`` for ``(n, v, 2)`` shapes and ``(n, 4)`` poses."""
+    a, b = thetas[:, 0, None], thetas[:, 1, None]
+    dx, dy = shapes[..., 0] - sm[0], shapes[..., 1] - sm[1]
+    return np.stack([a * dx - b * dy + thetas[:, 2, None] + sm[0],
+                     b * dx + a * dy + thetas[:, 3, None] + sm[1]], -1)
+
+
+def _from_frame(xs, thetas, sm):
+    """Inverse of :func:`_to_frame`."""
+    a, b = thetas[:, 0, None], thetas[:, 1, None]
+    den = a * a + b * b
+    ux = xs[..., 0] - thetas[:, 2, None] - sm[0]
+    uy = xs[..., 1] - thetas[:, 3, None] - sm[1]
+    return np.stack([(a * ux + b * uy) / den + sm[0], (-b * ux + a * uy) / den + sm[1]], -1)
+
+
+def _warp(pyramid, theta, sm, frame_shape):
+    return pyramid.warp(theta, sm, frame_shape)
+
+
+def _sigma_index(model, level, coarse_levels):
+    """Which detector width cascade ``level`` reads: the coarsest for the first levels."""
+    filters = model.detectors.filters
+    if filters.ndim != 6 or level >= coarse_levels:
+        return -1
+    return 0
+
+
+def _reader(model, cache=None, index=-1):
+    """The :class:`FeatureReader` of the model's detectors of width ``index`` (finest: -1).
+
+    ``cache`` (a :class:`CascadeState`) keeps readers with the filters they were built from;
+    re-solved filters (``Model.update``) are a new array, so a stale reader is never used.
+    """
+    filters = model.detectors.filters
+    cached = getattr(cache, "_readers", None)
+    if cached is None or cached[0] is not filters:
+        cached = (filters, {})
+        if cache is not None:
+            cache._readers = cached
+    if index not in cached[1]:
+        f = filters[index] if filters.ndim == 6 else filters  # (n_sigmas, v, 6, L, L, D)
+        cached[1][index] = FeatureReader(f, model.features)
+    return cached[1][index]
+
+
+def cascade_features(model, pyramid, shape, theta):
+    """The ``6v`` GSM features of an image-frame ``shape (v, 2)`` seen with pose ``theta``.
+
+    Returns ``f (6v,)`` in eq. 50's order and ``x (v, 2)``, the shape in the reference frame.
+    """
+    sm = model.shape.sm
+    fmap = feature_map(_warp(pyramid, theta, sm, model.shape.frame_shape), model.features)
+    x = _to_frame(shape[None], theta[None], sm)
+    return _reader(model).read(fmap, x)[0], x[0]
+
+
+# -- fitting (Algorithm 3) --------------------------------------------------------------
+
+def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
+    """Fit GSM-CR from a start shape.
+
+    Parameters
+    ----------
+    model : napari_gsm.model.Model
+        With a trained :class:`CascadeState` in ``model.state``.
+    pyramid : napari_gsm.features.Pyramid
+    start : (v, 2) array
+        Starting shape in image coordinates.
+    pinned : (v,) bool array, optional
+        Landmarks reset to their ``start`` position after every level.
+    history : bool
+        Keep the shape after every level.
+
+    Returns
+    -------
+    FitResult
+        ``n_iter`` is the number of levels; ``extra['update_px']`` the mean landmark move of
+        every level, in reference-frame pixels.
+    """
+    t0 = time.perf_counter()
+    state = model.state
+    if not isinstance(state, CascadeState):
+        raise ValueError("this model has no trained cascade (train it with method='gsm-cr')")
+    shape_model, spec = model.shape, model.features
+    s0, sm, frame_shape = shape_model.s0, shape_model.sm, shape_model.frame_shape
+    coarse = int(state.info.get("coarse_levels", 0))
+    readers = [_reader(model, state, _sigma_index(model, k, coarse)) for k in range(state.levels)]
+    v = shape_model.n_landmarks
+    start = np.asarray(start, float)
+    pinned = None if pinned is None else np.asarray(pinned, bool)
+    s = start.copy()
+    if pinned is not None:
+        s[pinned] = start[pinned]
+    hist = [s.copy()] if history else []
+    moves = []
+    f = np.empty(6 * v + 1)
+    f[-1] = 1.0
+    theta = None
+    for k, R in enumerate(state.R):
+        theta = pose_from_shape(s, s0, sm)
+        fmap = feature_map(_warp(pyramid, theta, sm, frame_shape), spec)
+        x = _to_frame(s[None], theta[None], sm)
+        f[:-1] = readers[k].read(fmap, x)[0]
+        dx = f @ R
+        moves.append(float(np.hypot(dx[:v], dx[v:]).mean()))
+        s = _from_frame(x + from_vec(dx)[None], theta[None], sm)[0]
+        if pinned is not None:
+            s[pinned] = start[pinned]
+        if history:
+            hist.append(s.copy())
+    return FitResult(points=s, n_iter=state.levels, converged=True,
+                     fit_ms=(time.perf_counter() - t0) * 1e3, history=hist,
+                     pose=pose_from_shape(s, s0, sm), method="gsm-cr",
+                     extra={"update_px": moves})
+
+
+# -- training (Algorithm 4) -------------------------------------------------------------
+
+def _start_spread(model, init):
+    """How simulated starts deviate from the true placement, by the start kind."""
+    st = model.starts
+    if init == "auto":
+        init = "face" if st.face is not None else "box"
+    rot = float(np.clip(st.prior_std[3], 0.02, 0.3))
+    if init == "face":
+        if st.face is None:
+            raise ValueError("init='face' needs a model trained with the face detector")
+        return init, {"face_std": np.asarray(st.face_std, float),
+                      "ks": float(st.face[2]), "rot": rot}
+    if init == "box":
+        return init, {"box_std": np.asarray(st.box_std, float), "rot": rot}
+    if init == "prior":
+        return init, {"prior_std": np.asarray(st.prior_std, float),
+                      "prior": np.asarray(st.prior, float), "rot": rot}
+    raise ValueError(f"init must be 'auto', 'face', 'box' or 'prior', not {init!r}")
+
+
+def _draw_starts(s0, truth, image_shape, kind, spread, M, rng, scale=1.0):
+    """``M`` start shapes ``(M, v, 2)``: the mean shape placed by a perturbed true placement."""
+    c = truth.mean(0)
+    size = shape_size(truth)
+    A, _ = similarity_fit(s0, truth)
+    angle = np.arctan2(A[1, 0], A[0, 0])
+    z = rng.standard_normal((M, 4)) * scale
+    if kind == "face":
+        std, w = spread["face_std"], size / spread["ks"]
+        cs = c + z[:, :2] * std[:2] * w
+        sizes = np.maximum(size + z[:, 2] * std[2] * w, 0.3 * size)
+    elif kind == "box":
+        std = spread["box_std"]
+        cs = c + z[:, :2] * std[:2] * size
+        sizes = size * np.exp(z[:, 2] * std[2])
+    else:
+        H, W = image_shape[:2]
+        std, prior = spread["prior_std"], spread["prior"]
+        cs = c + z[:, :2] * std[:2] * [W, H]
+        sizes = size * np.exp(z[:, 2] * std[2] / max(prior[2], 1e-6))
+    angles = angle + z[:, 3] * spread["rot"]
+    return np.stack([place_mean(s0, cs[j], sizes[j], angles[j]) for j in range(M)])
+
+
+def _image_features(pyramid, shapes, thetas, theta_true, model, reader, share):
+    """Features ``(M, 6v)`` of one image's virtual samples ``shapes (M, v, 2)``.
+
+    Exact mode (``share`` None) warps the image once per sample at that sample's pose, as
+    fitting does. Otherwise samples whose pose differs from the true pose by the same
+    quantised rotation and scale (steps ``share = (radians, log scale)``) share one warp and
+    feature map: a translation of the pose only moves where patches are read, so the
+    sample's patches are read at ``S(shape)`` under the shared pose. The features then
+    differ from the exact ones by at most half a step of rotation and scale.
+    """
+    sm, spec, fs = model.shape.sm, model.features, model.shape.frame_shape
+    M, v = shapes.shape[:2]
+    F = np.empty((M, 6 * v), np.float32)
+    if share is None:
+        for j in range(M):
+            fmap = feature_map(_warp(pyramid, thetas[j], sm, fs), spec)
+            F[j] = reader.read(fmap, _to_frame(shapes[j:j + 1], thetas[j:j + 1], sm))[0]
+        return F
+    zt = complex(theta_true[0], theta_true[1])
+    rel = (thetas[:, 0] + 1j * thetas[:, 1]) / zt
+    qa = np.round(np.angle(rel) / share[0]).astype(int)
+    qs = np.round(np.log(np.abs(rel)) / share[1]).astype(int)
+    keys = qa * 100003 + qs
+    for key in np.unique(keys):
+        idx = np.flatnonzero(keys == key)
+        z = zt * np.exp(share[1] * qs[idx[0]] + 1j * share[0] * qa[idx[0]])
+        a, b = z.real, z.imag
+        # Translation that puts the group's mean centroid where the exact poses put it (sm).
+        cbar = shapes[idx].mean((0, 1)) - sm
+        t = -np.array([a * cbar[0] - b * cbar[1], b * cbar[0] + a * cbar[1]])
+        th = np.array([a, b, t[0], t[1]])
+        fmap = feature_map(_warp(pyramid, th, sm, fs), spec)
+        x = _to_frame(shapes[idx], np.broadcast_to(th, (len(idx), 4)), sm)
+        F[idx] = reader.read(fmap, x)
+    return F
+
+
+def _solve(G, B, lam):
+    """Ridge solution with an unpenalised bias (last row/column of ``G``)."""
+    d = G.shape[0]
+    reg = np.full(d, lam)
+    reg[-1] = 0.0
+    return np.linalg.solve(G + np.diag(reg), B)
+
+
+def _standardiser(G, n):
+    """Per-column scales that make ``G = F^T F`` (bias last) a correlation-like matrix."""
+    mean = G[-1, :-1] / n
+    var = np.maximum(np.diag(G)[:-1] / n - mean**2, 0.0)
+    scale = np.ones(G.shape[0])
+    scale[:-1] = 1.0 / np.sqrt(var + 1e-12 * (var.max() + 1e-30))
+    return scale
+
+
+def _gram(F, dP, rows, chunk=8192):
+    """``F^T F`` and ``F^T dP`` over ``rows``, in float64, a chunk of rows at a time."""
+    d = F.shape[1]
+    G = np.zeros((d, d))
+    B = np.zeros((d, dP.shape[1]))
+    for i in range(0, len(rows), chunk):
+        r = rows[i:i + chunk]
+        Fr = F[r].astype(np.float64)
+        G += Fr.T @ Fr
+        B += Fr.T @ dP[r]
+    return G, B
+
+
+def _ridge(G, B, n, lam_rel):
+    """Ridge matrices ``(6v+1, 2v)`` from ``G = F^T F``, ``B = F^T dP`` of ``n`` rows.
+
+    Columns are standardised first (the responses and their derivatives have very different
+    scales), so one relative weight per level fits all of them; ``lam = lam_rel * n``.
+    """
+    sc = _standardiser(G, n)
+    Gs = G * sc[:, None] * sc[None, :]
+    Bs = B * sc[:, None]
+    return [sc[:, None] * _solve(Gs, Bs, lr * n) for lr in lam_rel]
+
+
+def _apply(F, R, rows, chunk=8192):
+    """``F[rows] @ R`` in float64, chunked."""
+    out = np.empty((len(rows), R.shape[1]))
+    for i in range(0, len(rows), chunk):
+        out[i:i + chunk] = F[rows[i:i + chunk]].astype(np.float64) @ R
+    return out
+
+
+def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, lam=None,
+                  init="auto", seed=0, noise=0.0, spread=1.5, share=(0.2, 0.2),
+                  holdout=0.15, threads=1, coarse_levels=2):
+    """Learn the cascade (Algorithm 4).
+
+    Parameters
+    ----------
+    model : napari_gsm.model.Model
+        With its shape model, detectors and start model trained.
+    samples : list of napari_gsm.model.Sample
+        Training images; images with a missing landmark are skipped.
+    progress : callable ``(done, total, what)``, optional
+    levels : int
+        Cascade levels ``K``.
+    perturbations : int
+        Virtual samples per image ``M``.
+    lam : float, optional
+        Ridge weight relative to the number of rows (features are standardised). Default:
+        chosen per level from :data:`LAM_GRID` by the error on held-out training images.
+    init : {'auto', 'face', 'box', 'prior'}
+        Which start to simulate: 'auto' is the face-box start for a face model, else a box.
+    seed : int
+    noise : float
+        Scale of the per-level noise added to the virtual samples, relative to the spread of
+        the current residuals (Algorithm 4, lines 3 and 6). Off by default: independent
+        noise per landmark coordinate is not something the next level can learn to undo,
+        and on 300 faces it doubled the held-out error after five levels (0.5: 8.7 vs 4.9
+        reference pixels).
+    spread : float
+        Scale of the simulated start errors relative to the start model's spreads. The box
+        spread is measured from exact landmark bounding boxes; a drawn box is rougher, and
+        1.5 trains for that.
+    share : (float, float) or None
+        Rotation (radians) and log-scale steps within which perturbations of one image share
+        a warped frame (see :func:`_image_features`); None warps every sample exactly.
+    holdout : float
+        Fraction of images held out to choose ``lam`` (ignored when ``lam`` is given).
+    coarse_levels : int
+        How many first levels read the coarsest detectors (widest target, longer reach)
+        instead of the finest, when the detectors have several widths.
+    threads : int
+        Worker threads for feature extraction (OpenCV and numpy release the GIL).
+
+    Returns
+    -------
+    CascadeState
+    """
+    from ..features import Pyramid  # local: keep the module import light
+
+    t_start = time.perf_counter()
+    shape_model = model.shape
+    s0, sm = shape_model.s0, shape_model.sm
+    v = shape_model.n_landmarks
+    M = int(perturbations)
+    samples = [s for s in samples if np.isfinite(s.points).all()]
+    N = len(samples)
+    if N == 0:
+        raise ValueError("GSM-CR needs at least one fully annotated image")
+    kind, spread_std = _start_spread(model, init)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(N)
+    n_hold = 0 if lam is not None else int(round(holdout * N))
+    if lam is None and n_hold == 0 and N >= 2:
+        n_hold = 1
+    hold_img = np.zeros(N, bool)
+    hold_img[order[:n_hold]] = True
+    hold_rows = np.repeat(hold_img, M)
+    fit_rows = np.flatnonzero(~hold_rows)
+    ho_rows = np.flatnonzero(hold_rows)
+    lam_grid = LAM_GRID if lam is None else (float(lam),)
+
+    truth = np.stack([s.points for s in samples]).astype(float)  # (N, v, 2)
+    cur = np.stack([_draw_starts(s0, truth[i], samples[i].grey.shape, kind, spread_std, M,
+                                 rng, spread)
+                    for i in range(N)])  # (N, M, v, 2)
+    theta_true = _poses(truth, s0, sm)  # (N, 4)
+    true_scale = np.hypot(theta_true[:, 0], theta_true[:, 1])
+
+    def err(shapes):  # mean point error per image-sample, reference-frame pixels
+        d = np.hypot(*(shapes - truth[:, None]).transpose(3, 0, 1, 2)).mean(-1)
+        return d * true_scale[:, None]
+
+    e0 = err(cur)
+    info = {"levels": int(levels), "perturbations": M, "init": kind, "seed": int(seed),
+            "noise": float(noise), "coarse_levels": int(coarse_levels), "spread": float(spread),
+            "share": None if share is None else list(share),
+            "n_images": N, "n_heldout": int(n_hold), "lam": [], "lam_rel": [],
+            "heldout_error": [float(e0[hold_img].mean()) if n_hold else None],
+            "train_error": [float(e0[~hold_img].mean())], "heldout_grid": []}
+    Rs = []
+    total = levels * N
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    try:
+        for k in range(levels):
+            thetas = _poses(cur.reshape(N * M, v, 2), s0, sm).reshape(N, M, 4)
+            x = _to_frame(cur.reshape(N * M, v, 2), thetas.reshape(-1, 4), sm).reshape(N, M, v, 2)
+            xt = _to_frame(np.repeat(truth, M, 0), thetas.reshape(-1, 4), sm).reshape(N, M, v, 2)
+            if k > 0 and noise > 0:
+                # Algorithm 4 line 3/6: jitter the virtual samples with the spread of the
+                # current residuals, so level k sees more than the previous level's output.
+                r = (xt - x).reshape(N * M, v, 2).std(0)  # (v, 2)
+                x = x + noise * r * rng.standard_normal(x.shape)
+                cur = _from_frame(x.reshape(N * M, v, 2), thetas.reshape(-1, 4),
+                                  sm).reshape(N, M, v, 2)
+                thetas = _poses(cur.reshape(N * M, v, 2), s0, sm).reshape(N, M, 4)
+                x = _to_frame(cur.reshape(N * M, v, 2), thetas.reshape(-1, 4),
+                              sm).reshape(N, M, v, 2)
+                xt = _to_frame(np.repeat(truth, M, 0), thetas.reshape(-1, 4),
+                               sm).reshape(N, M, v, 2)
+            F = np.empty((N, M, 6 * v + 1), np.float32)
+            F[..., -1] = 1.0
+            reader = _reader(model, None, _sigma_index(model, k, coarse_levels))
+
+            def job(i):
+                pyr = Pyramid(samples[i].grey)
+                F[i, :, :-1] = _image_features(pyr, cur[i], thetas[i], theta_true[i], model,
+                                               reader, share)
+                return i
+
+            done = 0
+            it = pool.map(job, range(N)) if pool else map(job, range(N))
+            for _ in it:
+                done += 1
+                if progress is not None and (done % 10 == 0 or done == N):
+                    progress(k * N + done, total, f"cascade level {k + 1}/{levels}")
+            F = F.reshape(N * M, -1)
+            dP = np.concatenate([(xt - x)[..., 0], (xt - x)[..., 1]], -1).reshape(N * M, 2 * v)
+            all_rows = np.arange(N * M)
+            G, B = _gram(F, dP, fit_rows)
+            if n_hold:
+                Gh, Bh = _gram(F, dP, ho_rows)
+                cands = _ridge(G, B, len(fit_rows), lam_grid)
+                errs = []
+                for Rc in cands:
+                    res = dP[ho_rows] - _apply(F, Rc, ho_rows)
+                    errs.append(float(np.hypot(res[:, :v], res[:, v:]).mean()))
+                best = int(np.argmin(errs))
+                info["heldout_grid"].append(errs)
+                R_hold = cands[best]
+                G, B = G + Gh, B + Bh
+            else:
+                best = 0
+            lam_rel = lam_grid[best]
+            # Held-out samples go on with the matrix that never saw them (an honest error
+            # for the next level); the stored matrix is refitted on every image.
+            (R,) = _ridge(G, B, N * M, (lam_rel,))
+            upd = _apply(F, R, all_rows)
+            if n_hold:
+                upd[ho_rows] = _apply(F, R_hold, ho_rows)
+            x = x + np.stack([upd[:, :v], upd[:, v:]], -1).reshape(N, M, v, 2)
+            cur = _from_frame(x.reshape(N * M, v, 2), thetas.reshape(-1, 4),
+                              sm).reshape(N, M, v, 2)
+            Rs.append(R)
+            e = err(cur)
+            info["lam_rel"].append(lam_rel)
+            info["lam"].append(lam_rel * N * M)
+            info["heldout_error"].append(float(e[hold_img].mean()) if n_hold else None)
+            info["train_error"].append(float(e[~hold_img].mean()))
+            del F
+    finally:
+        if pool is not None:  # on cancel (progress raised), drop the queued images
+            pool.shutdown(cancel_futures=True)
+    info["train_seconds"] = round(time.perf_counter() - t_start, 2)
+    return CascadeState(R=np.stack(Rs), info=info)

@@ -1,0 +1,221 @@
+"""GSM-CR (cascade regression on GSM features): training, fitting, state round trips.
+
+Trained on small synthetic images: a textured background with a few Gaussian blobs of
+different sizes and polarities at known landmarks, placed by random similarities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_gsm.features import FeatureSpec, feature_map, preprocess_patches, sample_patches
+from napari_gsm.methods import METHODS
+from napari_gsm.methods._cascade_features import FeatureReader
+from napari_gsm.methods.cascade import CascadeState, load_cascade, train_cascade
+from napari_gsm.model import Sample, TrainParams, load_model, train
+
+BASE = np.array([[-1.0, -0.6], [1.0, -0.7], [0.0, 0.1], [-0.7, 0.9], [0.8, 0.8], [0.1, -1.2]])
+RADII = np.array([3.0, 4.0, 2.5, 3.5, 3.0, 4.5])
+SIGNS = np.array([1.0, 1.0, -1.0, 1.0, -1.0, 1.0])
+
+
+def _render(rng, size=110):
+    """One image ``(size, size)`` and its ``(6, 2)`` landmarks at a random similarity."""
+    ang = rng.normal(0, 0.15)
+    scale = 20 * np.exp(rng.normal(0, 0.08))
+    R = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    shape_noise = rng.normal(0, 0.04, BASE.shape)
+    pts = (BASE + shape_noise) @ R.T * scale + size / 2 + rng.normal(0, 4, 2)
+    yy, xx = np.mgrid[:size, :size].astype(float)
+    img = 0.5 + 0.04 * np.sin(xx / 5.0 + rng.uniform(0, 6)) * np.cos(yy / 7.0)
+    img += rng.normal(0, 0.02, img.shape)
+    for (x, y), r, s in zip(pts, RADII * scale / 20, SIGNS):
+        img += 0.35 * s * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * r * r))
+    return img.astype(np.float32), pts
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(123)
+    return [_render(rng) for _ in range(44)]
+
+
+@pytest.fixture(scope="module")
+def params():
+    return TrainParams(features="grey", patch=15, ref_size=20.0, sigma=2.0)
+
+
+@pytest.fixture(scope="module")
+def model(data, params):
+    return train(data[:36], "gsm-cr", params=params, levels=4, perturbations=12, seed=0,
+                 spread=1.5)
+
+
+def _samples(data):
+    return [Sample(f"s{i}", img, pts) for i, (img, pts) in enumerate(data)]
+
+
+def _nme(points, truth):
+    return float(np.linalg.norm(points - truth, axis=1).mean())
+
+
+def test_feature_reader_matches_detector_responses():
+    """The fast reader equals responses(preprocess(sample_patches)) at 1/32-pixel centres."""
+    rng = np.random.default_rng(0)
+    for kind, L, D in (("grey", 11, 1), ("hog", 7, 9)):
+        spec = FeatureSpec(kind=kind, patch=L, cell=3)
+        fmap = feature_map(rng.random((60, 64)).astype(np.float32), spec)
+        v, n = 5, 3
+        filt = rng.standard_normal((v, 6, L, L, D)).astype(np.float32)
+        # Centres on OpenCV's 1/32 grid, some near/outside the border (replicated).
+        centres = np.round(rng.uniform(-5, 66, (n, v, 2)) * 32) / 32
+        got = FeatureReader(filt, spec).read(fmap, centres)
+        for j in range(n):
+            p = preprocess_patches(sample_patches(fmap, centres[j], spec), spec)
+            ref = np.einsum("vk,vjk->jv", p.reshape(v, -1), filt.reshape(v, 6, -1)).ravel()
+            np.testing.assert_allclose(got[j], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_registered():
+    m = METHODS["gsm-cr"]
+    assert m.train is train_cascade and m.load is load_cascade
+
+
+def test_error_decreases_level_by_level(model):
+    info = model.state.params()
+    tr, ho = info["train_error"], info["heldout_error"]
+    assert len(tr) == 5 and len(info["lam"]) == 4
+    assert tr[1] < tr[0] * 0.8 and tr[2] < tr[1] and tr[3] < tr[2]
+    assert ho[1] < ho[0] * 0.8 and ho[2] < ho[1]
+    assert info["n_heldout"] > 0 and info["init"] == "box"
+    assert model.state.R.shape == (4, 6 * 6 + 1, 12)
+
+
+def test_fit_improves_on_new_images(model, data):
+    """On unseen images, from noisy boxes, the cascade lands much closer than its start."""
+    rng = np.random.default_rng(5)
+    before, after = [], []
+    for img, pts in data[36:]:
+        lo, hi = pts.min(0), pts.max(0)
+        box = np.r_[lo, hi] + rng.normal(0, 0.06 * (hi[0] - lo[0]), 4)
+        r = model.fit(img, init="box", box=box)
+        assert r.method == "gsm-cr" and r.n_iter == 4 and len(r.history) == 5
+        before.append(_nme(r.start, pts))
+        after.append(_nme(r.points, pts))
+    assert np.mean(after) < 0.5 * np.mean(before)
+
+
+def test_every_init(model, data):
+    img, pts = data[40]
+    lo, hi = pts.min(0), pts.max(0)
+    for kw in ({"init": "box", "box": np.r_[lo, hi]}, {"init": "prior"},
+               {"init": "points", "points": pts + 2.0}):
+        r = model.fit(img, **kw)
+        assert r.init == kw["init"]
+        assert np.isfinite(r.points).all() and r.points.shape == (6, 2)
+    part = np.full_like(pts, np.nan)
+    part[:3] = pts[:3]
+    r = model.fit(img, init="points", points=part)
+    assert np.isfinite(r.points).all()
+
+
+def test_pinned_points_stay_exactly(model, data):
+    img, pts = data[41]
+    start = pts + np.random.default_rng(1).normal(0, 3, pts.shape)
+    pinned = np.array([True, False, False, True, False, False])
+    r = model.fit(img, init="points", points=start, pinned=pinned)
+    assert np.array_equal(r.points[pinned], start[pinned])
+    assert all(np.array_equal(h[pinned], start[pinned]) for h in r.history)
+    assert not np.allclose(r.points[~pinned], start[~pinned])
+
+
+def test_training_is_deterministic(model, data):
+    samples = _samples(data[:20])
+    a = train_cascade(model, samples, levels=2, perturbations=5, seed=3)
+    b = train_cascade(model, samples, levels=2, perturbations=5, seed=3)
+    c = train_cascade(model, samples, levels=2, perturbations=5, seed=4)
+    assert np.array_equal(a.R, b.R) and a.params() == b.params() | {
+        "train_seconds": a.params()["train_seconds"]}
+    assert not np.allclose(a.R, c.R)
+
+
+def test_threads_and_exact_warps_agree_with_defaults(model, data):
+    """Two worker threads give bitwise the same cascade; exact warps give nearly the same."""
+    samples = _samples(data[:16])
+    a = train_cascade(model, samples, levels=2, perturbations=4, seed=0)
+    b = train_cascade(model, samples, levels=2, perturbations=4, seed=0, threads=2)
+    assert np.array_equal(a.R, b.R)
+    c = train_cascade(model, samples, levels=2, perturbations=4, seed=0, share=None)
+    assert c.params()["train_error"][1] == pytest.approx(a.params()["train_error"][1], rel=0.25)
+
+
+def test_state_round_trip(model):
+    st = load_cascade(model.state.to_arrays(), model.state.params())
+    assert isinstance(st, CascadeState)
+    assert st.R.dtype == np.float64 and np.array_equal(st.R, model.state.R)
+    assert st.params() == model.state.params()
+
+
+def test_model_file_round_trip_gives_identical_fits(model, data, tmp_path):
+    path = model.save(tmp_path / "cr.npz")
+    again = load_model(path)
+    assert again.method == "gsm-cr"
+    img, pts = data[42]
+    lo, hi = pts.min(0), pts.max(0)
+    a = model.fit(img, init="box", box=np.r_[lo, hi])
+    b = again.fit(img, init="box", box=np.r_[lo, hi])
+    assert np.array_equal(a.points, b.points)
+
+
+def test_fixed_lam_skips_holdout(model, data):
+    st = train_cascade(model, _samples(data[:12]), levels=1, perturbations=4, lam=0.5)
+    info = st.params()
+    assert info["n_heldout"] == 0 and info["lam_rel"] == [0.5]
+    assert info["heldout_error"] == [None, None]
+
+
+def test_progress_reports_and_cancels(model, data):
+    seen = []
+    train_cascade(model, _samples(data[:10]), levels=2, perturbations=3,
+                  progress=lambda d, t, w: seen.append((d, t, w)))
+    assert seen[-1][:2] == (20, 20) and "level 2/2" in seen[-1][2]
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total, what):
+        raise Stop
+
+    for threads in (1, 2):
+        with pytest.raises(Stop):
+            train_cascade(model, _samples(data[:12]), levels=2, perturbations=3,
+                          progress=stop, threads=threads)
+
+
+def test_residual_noise_option(model, data):
+    """Algorithm 4's per-level noise (off by default) perturbs the later levels only."""
+    samples = _samples(data[:12])
+    a = train_cascade(model, samples, levels=2, perturbations=4, seed=0)
+    b = train_cascade(model, samples, levels=2, perturbations=4, seed=0, noise=0.5)
+    assert np.array_equal(a.R[0], b.R[0]) and not np.allclose(a.R[1], b.R[1])
+    assert np.isfinite(b.R).all()
+
+
+def test_vectorised_poses_match_geometry():
+    from napari_gsm.geometry import pose_from_shape, to_base_mesh
+    from napari_gsm.methods.cascade import _from_frame, _poses, _to_frame
+
+    rng = np.random.default_rng(2)
+    s0 = rng.uniform(10, 50, (7, 2))
+    sm = s0.mean(0)
+    shapes = rng.uniform(0, 300, (4, 7, 2))
+    th = _poses(shapes, s0, sm)
+    for k in range(4):
+        np.testing.assert_allclose(th[k], pose_from_shape(shapes[k], s0, sm), rtol=1e-10,
+                                   atol=1e-9)
+        np.testing.assert_allclose(_to_frame(shapes, th, sm)[k],
+                                   to_base_mesh(shapes[k], th[k], sm), atol=1e-9)
+    np.testing.assert_allclose(_from_frame(_to_frame(shapes, th, sm), th, sm), shapes,
+                               atol=1e-9)
