@@ -648,7 +648,7 @@ def build_parser():
     t.add_argument("--ref-size", type=float, default=None, metavar="R",
                    help=f"mean shape size in the reference frame, px (default {tp.ref_size:g})")
     t.add_argument("--lam", type=float, default=None, metavar="L",
-                   help=f"shape prior weight lambda (default {gp.lam:g})")
+                   help="shape prior weight lambda (default: chosen on held-out training images)")
     t.add_argument("--face-detector", action="store_true",
                    help="learn to start from OpenCV's face detector (faces only)")
     t.add_argument("--names", metavar="FILE", help="landmark names, one per line")

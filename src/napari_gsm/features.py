@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -200,6 +202,7 @@ def sample_patches(fmap, centres, spec):
     return out.reshape(v, L, L, -1)
 
 
+@functools.lru_cache(maxsize=8)
 def hann_window(L):
     """Separable 2D Hann window, ``(L, L)``, positive everywhere (edges not zeroed)."""
     w = np.hanning(L + 2)[1:-1]

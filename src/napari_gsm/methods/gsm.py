@@ -36,9 +36,13 @@ __all__ = ["GSMParams", "regulariser", "data_terms", "assemble", "newton_step", 
 
 @dataclass(frozen=True)
 class GSMParams:
-    """Fitting hyper-parameters of GSM (see module docstring)."""
+    """Fitting hyper-parameters of GSM (see module docstring).
 
-    lam: float = 0.2
+    ``lam`` is the shape prior weight; ``None`` lets training choose it
+    (:func:`napari_gsm.model.choose_lam`).
+    """
+
+    lam: float | None = None
     max_iter: int = 30
     tol: float = 0.15
     coarse_tol: float = 0.5
@@ -213,8 +217,10 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     n_iter = 0
     # Coarse to fine over the detectors' target widths: each width iterates until its
     # tolerance; the iteration limit counts all of them.
-    level = 0
     n_levels = len(det.sigmas)
+    # A re-fit around pinned points starts from a shape that is already close (a person has
+    # just corrected it): the coarse widths would only blur it, so go straight to the finest.
+    level = n_levels - 1 if pinned.any() else 0
     for n_iter in range(1, params.max_iter + 1):
         shape = from_vec(p[: 2 * v])
         patches = frame_patches(pyramid, shape, p[2 * v:], sm, shape_model.frame_shape, spec)

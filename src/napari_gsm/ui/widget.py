@@ -185,7 +185,8 @@ class AnnotationWidget(QWidget):
         self.lam_spin.setDecimals(3)
         self.lam_spin.setRange(0.0, 100.0)
         self.lam_spin.setSingleStep(0.01)
-        self.lam_spin.setValue(GSMParams().lam)
+        self.lam_spin.setSpecialValueText("auto")  # 0: chosen on held-out images
+        self.lam_spin.setValue(0.0)
         self.jitter_spin = QSpinBox()
         self.jitter_spin.setRange(0, 20)
         self.face_check = QCheckBox("learn face-detector starts")
@@ -655,7 +656,7 @@ class AnnotationWidget(QWidget):
                              sigma=self.sigma_spin.value() or None,
                              ref_size=self.ref_spin.value(), jitter=self.jitter_spin.value(),
                              face_detector=self.face_check.isChecked())
-        gsm = replace(GSMParams(), lam=self.lam_spin.value())
+        gsm = replace(GSMParams(), lam=self.lam_spin.value() or None)
         return self.method_combo.currentText(), params, gsm
 
     @_guarded

@@ -1,0 +1,120 @@
+"""Annotation effort: how many landmarks would a person have to move?
+
+Simulates the napari loop on an annotated folder: train GSM on the first ``--seed`` images,
+then for every next image
+
+1. fit (face detector start for faces, else the learned prior placement);
+2. a landmark is "off" when farther than ``--threshold`` x the true shape's bounding-box
+   diagonal from the truth; the person moves the ``--per-round`` worst off landmarks to the
+   truth (which pins them) and re-fits, and repeats until no landmark is off;
+3. accept the truth and update the model incrementally (``Model.update``), timed.
+
+Prints, per data set, the fraction of landmarks that needed no move with that pin-and-refit
+loop and, for comparison, when every off landmark of the first fit is moved by hand (no
+re-fit); moves per image; and the median/max time per incremental update::
+
+    .venv/bin/python benchmarks/effort.py                 # wings, ceph and faces
+    .venv/bin/python benchmarks/effort.py --sets wings --threshold 0.02
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from napari_gsm import TrainParams, load_dataset, train  # noqa: E402
+from napari_gsm.io import to_grey  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SETS = {
+    "wings": dict(folder=DATA / "wings/train", face=False, limit=None),
+    "ceph": dict(folder=DATA / "ceph/train", face=False, limit=None),
+    "faces": dict(folder=DATA / "faces-300w/train", face=True, limit=310),
+}
+
+
+def simulate(folder, *, face, seed_n, threshold, limit, per_round):
+    items = load_dataset(folder).annotated
+    if limit:
+        items = items[:limit]
+    seed = [(to_grey(it.load_image()), it.points) for it in items[:seed_n]]
+    t0 = time.perf_counter()
+    model = train(seed, "gsm", params=TrainParams(face_detector=face))
+    train_s = time.perf_counter() - t0
+    v = model.n_landmarks
+    moves, first_look, update_ms, fit_ms = [], [], [], []
+    for it in items[seed_n:]:
+        grey, truth = to_grey(it.load_image()), it.points
+        lo, hi = truth.min(0), truth.max(0)
+        tol = threshold * np.hypot(*(hi - lo))
+        res = model.fit(grey, "auto", history=False)
+        fit_ms.append(res.fit_ms)
+        err = np.linalg.norm(res.points - truth, axis=1)
+        first_look.append(int((err > tol).sum()))
+        pinned = np.zeros(v, bool)
+        points = res.points.copy()
+        while True:
+            err = np.where(pinned, 0.0, np.linalg.norm(points - truth, axis=1))
+            off = np.flatnonzero(err > tol)
+            if not len(off):
+                break
+            worst = off[np.argsort(-err[off])[:per_round]]
+            pinned[worst] = True
+            points[worst] = truth[worst]
+            if pinned.all():
+                break
+            points = model.fit(grey, "points", points=points, pinned=pinned,
+                               history=False).points
+        moves.append(int(pinned.sum()))
+        t = time.perf_counter()
+        model.update(grey, truth)
+        update_ms.append((time.perf_counter() - t) * 1e3)
+    n = len(moves)
+    return dict(images=n, landmarks=v, no_move=1 - sum(moves) / (n * v),
+                no_move_first=1 - sum(first_look) / (n * v), moves=np.mean(moves),
+                update_med=np.median(update_ms), update_max=np.max(update_ms),
+                fit_med=np.median(fit_ms), seed_train_s=train_s)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", nargs="+", choices=sorted(SETS), default=["wings", "ceph", "faces"])
+    ap.add_argument("--seed", type=int, default=10, help="images annotated by hand first")
+    ap.add_argument("--per-round", type=int, default=2,
+                    help="landmarks the person moves before each re-fit")
+    ap.add_argument("--threshold", type=float, default=0.02,
+                    help="move a landmark farther than this x bounding-box diagonal")
+    args = ap.parse_args(argv)
+    rows = []
+    for name in args.sets:
+        cfg = SETS[name]
+        if not cfg["folder"].is_dir():
+            print(f"{name}: {cfg['folder']} not found, skipped", file=sys.stderr)
+            continue
+        r = simulate(cfg["folder"], face=cfg["face"], seed_n=args.seed,
+                     threshold=args.threshold, limit=cfg["limit"], per_round=args.per_round)
+        rows.append((name, r))
+        print(f"{name}: done ({r['images']} images)", file=sys.stderr, flush=True)
+    print(f"\nAnnotation effort, GSM HoG, seeded with {args.seed} images, a landmark is moved "
+          f"when farther than {args.threshold:g} x bounding-box diagonal; pin-and-refit moves "
+          f"the {args.per_round} worst, re-fits, repeats\n")
+    head = ("| set | images after seed | landmarks | no move, pin-and-refit (%) | no move, "
+            "hand-fix all (%) | moves / image | update ms (median / max) | fit ms (median) |")
+    print(head)
+    print("|---" * 8 + "|")
+    for name, r in rows:
+        print(f"| {name} | {r['images']} | {r['landmarks']} | {100 * r['no_move']:.1f} | "
+              f"{100 * r['no_move_first']:.1f} | {r['moves']:.2f} | "
+              f"{r['update_med']:.0f} / {r['update_max']:.0f} | {r['fit_med']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
