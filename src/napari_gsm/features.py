@@ -33,6 +33,7 @@ __all__ = [
     "preprocess_patches",
     "hann_window",
     "frame_patches",
+    "FrameCache",
 ]
 
 
@@ -130,6 +131,48 @@ def frame_patches(pyramid, shape, theta, sm, frame_shape, spec):
     fmap = feature_map(frame, spec)
     centres = to_base_mesh(shape, theta, sm)
     return preprocess_patches(sample_patches(fmap, centres, spec), spec)
+
+
+class FrameCache:
+    """Warped frame and feature map of one image, re-made only when the pose has moved.
+
+    Iterative fitting changes the pose a little at every step; the warp and the feature map
+    are most of an iteration's cost, and a pose that differs by a fraction of a degree or a
+    percent of scale gives practically the same patches. So the frame is kept until the
+    pose's ``A`` differs by more than ``tol`` (relative) from the one it was made with, or a
+    patch would leave it. ``tol = 0`` re-warps at every call (Algorithm 1 as written).
+
+    Patches are centred on the landmarks' positions in the *kept* frame, so the data
+    derivatives must be mapped to the image with the kept pose, :attr:`theta`.
+    """
+
+    def __init__(self, pyramid, sm, frame_shape, spec, tol=0.0):
+        self.pyramid, self.sm, self.frame_shape, self.spec = pyramid, sm, frame_shape, spec
+        self.tol = tol
+        self.theta = None
+        self.fmap = None
+        self.n_warps = 0
+
+    def _stale(self, shape, theta):
+        if self.theta is None:
+            return True
+        A, A0 = pose_matrix(theta), pose_matrix(self.theta)
+        if np.abs(A - A0).max() > self.tol * np.hypot(self.theta[0], self.theta[1]):
+            return True
+        c = to_base_mesh(shape, self.theta, self.sm)
+        H, W = self.frame_shape
+        e = self.spec.extent
+        return bool((c < e).any() or (c[:, 0] > W - 1 - e).any() or (c[:, 1] > H - 1 - e).any())
+
+    def patches(self, shape, theta):
+        """Preprocessed patches ``(v, L, L, D)`` at an image-frame ``shape`` near pose ``theta``."""
+        if self._stale(shape, theta):
+            self.theta = np.array(theta, float)
+            self.fmap = feature_map(self.pyramid.warp(self.theta, self.sm, self.frame_shape),
+                                    self.spec)
+            self.n_warps += 1
+        centres = to_base_mesh(shape, self.theta, self.sm)
+        return preprocess_patches(sample_patches(self.fmap, centres, self.spec), self.spec)
 
 
 def feature_map(frame, spec):

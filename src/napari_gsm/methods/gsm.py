@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from ..features import frame_patches
+from ..features import FrameCache
 from ..geometry import pose_from_shape
 from ..result import FitResult
 from ..shape import from_vec, to_vec
@@ -48,6 +48,7 @@ class GSMParams:
     coarse_tol: float = 0.5
     curvature_floor: float = 0.5
     max_step: float = 10.0
+    frame_tol: float = 0.02
 
 
 def _right_sim(M, a, b):
@@ -147,11 +148,15 @@ def data_terms(resp, theta, *, floor=0.0):
     return -resp[:, 0].sum(), g @ A, np.einsum("ji,vjk,kl->vil", A, Hb, A)
 
 
-def assemble(p, resp, s0vec, sm, prec, lam, floor=0.0):
-    """Cost, gradient ``(2v+4,)`` and Hessian of ``f = -sum D_i + lam R``."""
+def assemble(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
+    """Cost, gradient ``(2v+4,)`` and Hessian of ``f = -sum D_i + lam R``.
+
+    ``theta_data`` is the pose of the frame the responses were measured in (default: the
+    pose in ``p``; see :class:`~napari_gsm.features.FrameCache`).
+    """
     n2 = len(s0vec)
     v = n2 // 2
-    D, gd, Hd = data_terms(resp, p[n2:], floor=floor)
+    D, gd, Hd = data_terms(resp, p[n2:] if theta_data is None else theta_data, floor=floor)
     R, gr, Hr = regulariser(p, s0vec, sm, prec)
     grad = lam * gr
     grad[:v] += gd[:, 0]
@@ -218,15 +223,15 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     # Coarse to fine over the detectors' target widths: each width iterates until its
     # tolerance; the iteration limit counts all of them.
     n_levels = len(det.sigmas)
+    frames = FrameCache(pyramid, sm, shape_model.frame_shape, spec, tol=params.frame_tol)
     # A re-fit around pinned points starts from a shape that is already close (a person has
     # just corrected it): the coarse widths would only blur it, so go straight to the finest.
     level = n_levels - 1 if pinned.any() else 0
     for n_iter in range(1, params.max_iter + 1):
         shape = from_vec(p[: 2 * v])
-        patches = frame_patches(pyramid, shape, p[2 * v:], sm, shape_model.frame_shape, spec)
-        resp = det.responses(patches, level)
+        resp = det.responses(frames.patches(shape, p[2 * v:]), level)
         floor = params.curvature_floor / det.sigmas[level] ** 2
-        f, grad, H = assemble(p, resp, s0vec, sm, prec, params.lam, floor)
+        f, grad, H = assemble(p, resp, s0vec, sm, prec, params.lam, floor, frames.theta)
         costs.append(f)
         step = newton_step(grad, H, free)
         # Landmark moves in reference-frame pixels (|A| times image pixels): the longest is
@@ -253,4 +258,5 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     points[pinned] = np.asarray(start, float)[pinned]
     return FitResult(points=points, n_iter=n_iter, converged=converged,
                      fit_ms=(time.perf_counter() - t0) * 1e3, history=hist if history else [],
-                     costs=costs, pose=p[2 * v:].copy(), method="gsm")
+                     costs=costs, pose=p[2 * v:].copy(), method="gsm",
+                     extra={"n_warps": frames.n_warps})
