@@ -316,6 +316,8 @@ def fit_clm(model, pyramid, start, *, pinned=None, history=True, search=15,
     maker = _MapMaker(g_filters(det), R, spec.window)
     offsets = search_offsets(R, spec.stride)
     reach = float(np.abs(offsets).max())
+    pad = int(np.ceil(reach))
+    frame_shape = (shape_model.frame_shape[0] + 2 * pad, shape_model.frame_shape[1] + 2 * pad)
     pinned = np.zeros(v, bool) if pinned is None else np.asarray(pinned, bool)
     free = np.concatenate([~pinned, ~pinned, np.ones(4, bool)]).nonzero()[0]
     start = np.asarray(start, float)
@@ -329,9 +331,11 @@ def fit_clm(model, pyramid, start, *, pinned=None, history=True, search=15,
         rho = bandwidths[level]
         theta = p[2 * v:]
         shape = from_vec(p[:2 * v])
-        fmap = feature_map(pyramid.warp(theta, sm, shape_model.frame_shape), spec)
+        # The reference frame only has room for GSM's patches; the search reaches ``reach``
+        # pixels further, so warp into a frame that is larger by that much on every side.
+        fmap = feature_map(pyramid.warp(theta + [0, 0, pad, pad], sm, frame_shape), spec)
         centres = to_base_mesh(shape, theta, sm)
-        maps = maker(_region(fmap, centres, spec, R), backend)
+        maps = maker(_region(fmap, centres + pad, spec, R), backend)
         mu = centres + mean_shift(maps, offsets, rho)
         costs.append(_cost(p, theta, mu, lam * rho, s0vec, sm, prec)[0])
         p_new = _project(p, theta, mu, lam * rho, s0vec, sm, prec, free, reach)
