@@ -259,8 +259,12 @@ def preprocess_patches(patches, spec):
     removes brightness and contrast so the detector output is comparable across images
     (the data term then has a fixed scale, which the regularisation weight relies on).
     """
-    p = patches - patches.mean(axis=(1, 2), keepdims=True)
+    v, L = patches.shape[0], patches.shape[1]
+    # In place on one float32 copy, viewed as (v, L*L, D): this runs in every iteration.
+    p = np.array(patches, np.float32).reshape(v, L * L, -1)
+    p -= p.mean(axis=1, keepdims=True)
     if spec.window:
-        p = p * hann_window(spec.patch)[None, :, :, None]
-    norm = np.sqrt((p * p).sum(axis=(1, 2, 3), keepdims=True))
-    return (p / (norm + 1e-6)).astype(np.float32)
+        p *= hann_window(spec.patch).reshape(1, L * L, 1)
+    norm = np.sqrt(np.einsum("vkd,vkd->v", p, p))
+    p *= (1.0 / (norm + 1e-6)).astype(np.float32)[:, None, None]
+    return p.reshape(patches.shape)
