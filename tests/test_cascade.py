@@ -75,6 +75,12 @@ def test_feature_reader_matches_detector_responses():
             p = preprocess_patches(sample_patches(fmap, centres[j], spec), spec)
             ref = np.einsum("vk,vjk->jv", p.reshape(v, -1), filt.reshape(v, 6, -1)).ravel()
             np.testing.assert_allclose(got[j], ref, rtol=1e-4, atol=1e-4)
+    # More patches than one cv2.remap map may hold (SHRT_MAX rows) are read in chunks.
+    reader = FeatureReader(filt, spec)
+    many = rng.uniform(0, 60, (6100, v, 2))
+    big = reader.read(fmap, many)
+    assert big.shape == (6100, 6 * v)
+    np.testing.assert_allclose(big[-3:], reader.read(fmap, many[-3:]), rtol=1e-5, atol=1e-6)
 
 
 def test_registered():
@@ -219,3 +225,24 @@ def test_vectorised_poses_match_geometry():
                                    to_base_mesh(shapes[k], th[k], sm), atol=1e-9)
     np.testing.assert_allclose(_from_frame(_to_frame(shapes, th, sm), th, sm), shapes,
                                atol=1e-9)
+
+
+def test_simulated_start_kinds(model, data):
+    """'auto' simulates face-box starts for a face model, boxes otherwise; 'prior' too."""
+    import copy
+    from dataclasses import replace
+
+    samples = _samples(data[:12])
+    box = train_cascade(model, samples, levels=1, perturbations=6, lam=1.0)
+    prior = train_cascade(model, samples, levels=1, perturbations=6, lam=1.0, init="prior")
+    assert box.params()["init"] == "box" and prior.params()["init"] == "prior"
+    face_model = copy.copy(model)
+    face_model.starts = replace(model.starts, face=np.array([0.5, 0.6, 0.4]),
+                                face_std=np.array([0.2, 0.2, 0.05]))
+    face = train_cascade(face_model, samples, levels=1, perturbations=6, lam=1.0)
+    assert face.params()["init"] == "face"
+    # Start errors follow the stds: a face-box centre std of 0.2 box widths (0.5 sizes)
+    # is far larger than the synthetic box spread.
+    assert face.params()["train_error"][0] > 1.5 * box.params()["train_error"][0]
+    with pytest.raises(ValueError):
+        train_cascade(model, samples, levels=1, perturbations=2, init="face")

@@ -47,7 +47,8 @@ class FeatureReader:
         self.w2_32 = self.w2.astype(np.float32)
         self.ones_k = np.full(L * L, 1.0 / (L * L), np.float32)
         h = filters.reshape(v, 6, K, D)
-        # Channels in chunks of at most 4 (cv2.remap's limit), each with its own weights.
+        # Channels in chunks of at most 4: cv2.remap's 1-4 channel paths are vectorised
+        # (3 x 3 channels measured 1.6x faster than one 9-channel remap).
         step = D if D <= 4 else 3
         self.chunks = [(d, min(d + step, D)) for d in range(0, D, step)]
         self.W = [np.ascontiguousarray((w[None, None, :, None] * h[..., a:b])
@@ -59,8 +60,10 @@ class FeatureReader:
         self.gx, self.gy = gx.ravel(), gy.ravel()
 
     def split(self, fmap):
-        """``fmap (H, W, D)`` as contiguous channel chunks, to read many times (see :meth:`read`)."""
-        return [np.ascontiguousarray(fmap[..., a:b]) for a, b in self.chunks]
+        """``fmap (H, W, D)`` as contiguous channel chunks, for repeated :meth:`read` calls."""
+        # cv2.split + merge: several times faster than numpy's strided channel-slice copies.
+        planes = cv2.split(np.ascontiguousarray(fmap, np.float32))
+        return [cv2.merge(planes[a:b]) if b - a > 1 else planes[a] for a, b in self.chunks]
 
     def read(self, fmap, centres):
         """Features at ``centres (n, v, 2)`` (frame pixels) of ``fmap (H, W, D)``: ``(n, 6v)``.
