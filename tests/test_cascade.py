@@ -11,7 +11,7 @@ import pytest
 
 from napari_gsm.features import FeatureSpec, feature_map, preprocess_patches, sample_patches
 from napari_gsm.methods import METHODS
-from napari_gsm.methods._cascade_features import FeatureReader
+from napari_gsm.responses import FeatureReader
 from napari_gsm.methods.cascade import CascadeState, load_cascade, train_cascade
 from napari_gsm.model import Sample, TrainParams, load_model, train
 

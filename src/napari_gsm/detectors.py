@@ -141,7 +141,20 @@ class Detectors:
             filters.append(np.fft.irfft2(np.conj(C), s=(L, L), axes=(2, 3)))
         self.filters = np.stack(filters).astype(np.float32)
         self._flat = self.filters.reshape(len(self.sigmas), v, 6, -1)
+        self._readers = {}
         return self
+
+    def reader(self, level, spec):
+        """The fast :class:`~napari_gsm.responses.FeatureReader` of target width ``level``.
+
+        Cached until the next :meth:`solve`; ``spec`` is the model's feature spec.
+        """
+        level = level % len(self.sigmas)
+        if level not in self._readers:
+            from .responses import FeatureReader
+
+            self._readers[level] = FeatureReader(self.filters[level], spec)
+        return self._readers[level]
 
     def responses(self, patches, level=-1):
         """The six dot products per landmark, ``(v, 6)`` in :data:`TARGETS` order.

@@ -151,6 +151,7 @@ class FrameCache:
         self.tol = tol
         self.theta = None
         self.fmap = None
+        self._chunks = None
         self.n_warps = 0
 
     def _stale(self, shape, theta):
@@ -164,15 +165,30 @@ class FrameCache:
         e = self.spec.extent
         return bool((c < e).any() or (c[:, 0] > W - 1 - e).any() or (c[:, 1] > H - 1 - e).any())
 
-    def patches(self, shape, theta):
-        """Preprocessed patches ``(v, L, L, D)`` at an image-frame ``shape`` near pose ``theta``."""
+    def _update(self, shape, theta):
         if self._stale(shape, theta):
             self.theta = np.array(theta, float)
             self.fmap = feature_map(self.pyramid.warp(self.theta, self.sm, self.frame_shape),
                                     self.spec)
+            self._chunks = None
             self.n_warps += 1
-        centres = to_base_mesh(shape, self.theta, self.sm)
+        return to_base_mesh(shape, self.theta, self.sm)
+
+    def patches(self, shape, theta):
+        """Preprocessed patches ``(v, L, L, D)`` at an image-frame ``shape`` near pose ``theta``."""
+        centres = self._update(shape, theta)
         return preprocess_patches(sample_patches(self.fmap, centres, self.spec), self.spec)
+
+    def responses(self, shape, theta, reader):
+        """Detector responses ``(v, 6)`` at ``shape`` near pose ``theta``.
+
+        ``reader`` is a :class:`~napari_gsm.responses.FeatureReader`
+        (``Detectors.reader(level, spec)``); measured in the frame of :attr:`theta`.
+        """
+        centres = self._update(shape, theta)
+        if self._chunks is None:
+            self._chunks = reader.split(self.fmap)
+        return reader.read(self._chunks, centres[None])[0].reshape(6, -1).T
 
 
 def feature_map(frame, spec):

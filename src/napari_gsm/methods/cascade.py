@@ -19,7 +19,7 @@ chosen on held-out training images. The expensive part -- a warp and a feature m
 virtual sample -- is shared between the perturbations of one image whose pose differs only
 by translation, or by less than a quantisation step of rotation and scale (see
 :func:`_image_features`), and the responses are computed without materialising patches
-(:mod:`._cascade_features`). When the detectors have several target widths the first
+(:mod:`napari_gsm.responses`). When the detectors have several target widths the first
 ``coarse_levels`` levels read the widest (longer reach), the rest the finest.
 """
 
@@ -36,7 +36,6 @@ from ..geometry import pose_from_shape, shape_size, similarity_fit
 from ..init import place_mean
 from ..result import FitResult
 from ..shape import from_vec
-from ._cascade_features import FeatureReader
 
 __all__ = ["CascadeState", "train_cascade", "fit_cascade", "load_cascade"]
 
@@ -136,24 +135,6 @@ def _sigma_index(model, level, coarse_levels):
     return 0
 
 
-def _reader(model, cache=None, index=-1):
-    """The :class:`FeatureReader` of the model's detectors of width ``index`` (finest: -1).
-
-    ``cache`` (a :class:`CascadeState`) keeps readers with the filters they were built from;
-    re-solved filters (``Model.update``) are a new array, so a stale reader is never used.
-    """
-    filters = model.detectors.filters
-    cached = getattr(cache, "_readers", None)
-    if cached is None or cached[0] is not filters:
-        cached = (filters, {})
-        if cache is not None:
-            cache._readers = cached
-    if index not in cached[1]:
-        f = filters[index] if filters.ndim == 6 else filters  # (n_sigmas, v, 6, L, L, D)
-        cached[1][index] = FeatureReader(f, model.features)
-    return cached[1][index]
-
-
 # -- fitting (Algorithm 3) --------------------------------------------------------------
 
 def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
@@ -184,7 +165,7 @@ def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
     shape_model, spec = model.shape, model.features
     s0, sm, frame_shape = shape_model.s0, shape_model.sm, shape_model.frame_shape
     coarse = int(state.info.get("coarse_levels", 0))
-    readers = [_reader(model, state, _sigma_index(model, k, coarse)) for k in range(state.levels)]
+    readers = [model.detectors.reader(_sigma_index(model, k, coarse), model.features) for k in range(state.levels)]
     v = shape_model.n_landmarks
     start = np.asarray(start, float)
     pinned = None if pinned is None else np.asarray(pinned, bool)
@@ -455,7 +436,7 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
                                sm).reshape(N, M, v, 2)
             F = np.empty((N, M, 6 * v + 1), np.float32)
             F[..., -1] = 1.0
-            reader = _reader(model, None, _sigma_index(model, k, coarse_levels))
+            reader = model.detectors.reader(_sigma_index(model, k, coarse_levels), model.features)
 
             def job(i):
                 pyr = Pyramid(samples[i].grey)

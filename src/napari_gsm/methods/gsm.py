@@ -229,7 +229,7 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     level = n_levels - 1 if pinned.any() else 0
     for n_iter in range(1, params.max_iter + 1):
         shape = from_vec(p[: 2 * v])
-        resp = det.responses(frames.patches(shape, p[2 * v:]), level)
+        resp = frames.responses(shape, p[2 * v:], det.reader(level, spec))
         floor = params.curvature_floor / det.sigmas[level] ** 2
         f, grad, H = assemble(p, resp, s0vec, sm, prec, params.lam, floor, frames.theta)
         costs.append(f)

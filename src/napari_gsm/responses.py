@@ -1,4 +1,8 @@
-"""Fast GSM features for the cascade: the six detector responses of many patches at once.
+"""The six detector responses of many patches at once, read straight from a feature map.
+
+This is how every fitter gets its data term (GSM, GSM 2D+3D, GSM-CR): it gives exactly
+``Detectors.responses(preprocess_patches(sample_patches(...)))`` (the reference definition,
+which the tests compare it with) without building the sampled or preprocessed patches.
 
 The response of a preprocessed patch (zero mean per channel, Hann window ``w``, unit norm;
 :func:`~napari_gsm.features.preprocess_patches`) to a filter ``h`` is linear in the raw
@@ -11,7 +15,7 @@ preprocessed patch::
 Patches are read with ``cv2.remap`` (bilinear, border replicated, as
 :func:`~napari_gsm.features.sample_patches`, several times faster). OpenCV rounds sample
 positions to 1/32 pixel, a difference from ``sample_patches`` well below the features'
-noise; training and fitting both read features here, so they always agree.
+noise; every fitter and the cascade's training read features here, so they always agree.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..features import hann_window
+from .features import hann_window
 
 __all__ = ["FeatureReader"]
 
 
 class FeatureReader:
     """Reads ``(n, 6v)`` GSM features (eq. 50 order) at many shapes from one feature map.
+
+    Get one from :meth:`napari_gsm.detectors.Detectors.reader` (cached per target width).
 
     Parameters
     ----------
