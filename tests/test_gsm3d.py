@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
-from napari_gsm.methods.gsm3d import (_project_rotation, assemble3d, load_gsm3d,
-                                      projection_residual, skew, terms3d)
-from napari_gsm.methods.gsm import regulariser
-from napari_gsm.shape3d import euler_to_rotation, rotation_to_euler, to_vec3
+from napari_gsm.methods.gsm3d import (assemble3d, assemble3d_reduced,
+                                      load_gsm3d, projection_residual, rotate, skew, solve3d,
+                                      terms3d)
+from napari_gsm.methods.gsm import newton_step, regulariser
+from napari_gsm.shape3d import (Shape3DModel, _project_rotation, euler_to_rotation,
+                                rotation_to_euler, to_vec3)
 
 
 def _problem(rng, v=7):
@@ -88,6 +90,38 @@ def test_total_cost_gradient_and_hessian():
     assert np.isclose(f3, lam2 * d @ prec3 @ d + lam3 * r @ r)
 
 
+@pytest.mark.parametrize("seed, n_modes, curvature", [(3, 4, 5.0), (4, 6, 0.0), (5, 0, 5.0)])
+def test_structured_solve_equals_dense_solve(seed, n_modes, curvature):
+    """Schur / Woodbury elimination of S3 gives the dense damped Newton step exactly."""
+    rng = np.random.default_rng(seed)
+    v = 9
+    p, R, sm, prec, _, S3_0, s0vec = _problem(rng, v)
+    shape3d = Shape3DModel(rng.normal(0, 10, (v, 3)), rng.normal(0, 3, (n_modes, v, 3)),
+                           noise_var=1.5, var_floor=0.25)
+    V, iso = shape3d.basis, 1.75
+    k_inv = np.linalg.inv(np.eye(n_modes) + V.T @ V / iso)
+    resp = rng.normal(0, 1, (v, 6))
+    resp[:, 3:5] += curvature  # 0: an indefinite Hessian, so the damping loop runs
+    lam, lam2, lam3 = 0.3, 0.2, 3.0
+    for floor in (0.0, 0.5):
+        args = (p, R, resp, s0vec, sm, prec, lam, floor, S3_0)
+        f, g, H = assemble3d(*args, shape3d.precision, lam2, lam3)
+        f_r, g_r, H_r = assemble3d_reduced(*args, V, iso, k_inv, lam2, lam3)
+        assert np.isclose(f_r, f, rtol=1e-12)
+        assert np.allclose(g_r, g, rtol=0, atol=1e-12 * np.abs(g).max())
+        pinned = np.zeros(v, bool)
+        for pins in ([], [1, 4]):
+            pinned[pins] = True
+            free_s = np.tile(~pinned, 2)
+            free = np.concatenate([free_s, np.ones(3 * v + 10, bool)]).nonzero()[0]
+            dense = newton_step(g, H, free)
+            fast = solve3d(g_r, H_r, free_s)
+            assert np.abs(fast - dense).max() <= 1e-9 * np.abs(dense).max()
+            assert np.array_equal(fast[:2 * v][~free_s], np.zeros((~free_s).sum()))
+    if curvature == 0:
+        assert np.linalg.eigvalsh(H).min() < 0  # the damped branch was exercised
+
+
 def test_rotation_stays_orthonormal_after_many_updates():
     rng = np.random.default_rng(2)
     R = np.eye(3)
@@ -96,6 +130,12 @@ def test_rotation_stays_orthonormal_after_many_updates():
         R = _project_rotation(R @ (np.eye(3) + skew(rng.normal(0, 0.2, 3))))
         assert np.allclose(R @ R.T, np.eye(3), atol=1e-12)
         assert np.isclose(np.linalg.det(R), 1.0)
+    # The closed-form update the fit uses is the SVD projection.
+    for _ in range(20):
+        w = rng.normal(0, 0.3, 3)
+        assert np.allclose(rotate(R, w), _project_rotation(R @ (np.eye(3) + skew(w))),
+                           atol=1e-12)
+    assert np.array_equal(rotate(R, np.zeros(3)), R)
     # Small-angle steps toward a target (log of R^T target) converge onto it exactly.
     for _ in range(30):
         D = R.T @ target

@@ -141,8 +141,10 @@ def _ortho_cameras(X, w, m, R=None, n_iter=30):
         d = np.sign(np.linalg.det(U @ Vt))
         D = np.ones((len(X), 3))
         D[:, 2] = np.where(d == 0, 1, d)
-        R = (U * D[:, None]) @ Vt
+        R_old, R = R, (U * D[:, None]) @ Vt
         sigma = (S * D).sum(1) / XX
+        if np.abs(R - R_old).max() < 1e-12:  # converged (a fit's start pays for each pass)
+            break
     t = wb - sigma[:, None] * np.einsum("nia,na->ni", R[:, :2], Xb)
     return sigma, R, t
 

@@ -18,8 +18,16 @@ image-frame ``s``, so ``dr/dtheta = 0`` there; here ``dr/dtheta = ds_BM/dtheta``
 
 ``r`` enters with Gauss-Newton (``2 lam3 J_r^T J_r``), the 3D prior with its exact (constant)
 Hessian, and the GSM 2D part through :func:`~napari_gsm.methods.gsm.assemble` (data term with
-its eigenvalue floor, 2D prior). The damped Newton solve is GSM's
-:func:`~napari_gsm.methods.gsm.newton_step`. After each step the rotation is updated
+its eigenvalue floor, 2D prior). The step is GSM's damped Newton step
+(:func:`~napari_gsm.methods.gsm.newton_step`) on the whole system, but it is not solved
+densely: :func:`assemble3d_reduced` keeps the Hessian factored and :func:`solve3d` eliminates
+``S3`` by a Schur complement. ``Sigma_3`` is PPCA-shaped (``V V^T + c I``, k modes) and the
+projection couples ``S3`` through Kronecker products ``M (x) I_v``, so ``H_yy^-1`` is a 3x3
+inverse Kronecker ``I_v`` plus a rank-k Woodbury correction, and the reduced system on
+``(s, theta, camera)`` is GSM 2D's system plus structured terms: one ``(2v+10)^2`` Cholesky
+and ``O(v^2 k)`` work per iteration instead of a ``(5v+10)^2`` one (the dense
+:func:`assemble3d` stays as the reference the tests compare with; it is used only when
+``lam2 = 0``). After each step the rotation is updated
 multiplicatively, ``R <- R (I + [dtheta]_x)`` (eq. 41), projected back to a rotation by SVD
 (det +1), and ``dtheta`` reset to 0.
 
@@ -34,17 +42,18 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import cho_factor, cho_solve
 
-from ..features import frame_patches
+from ..features import FrameCache
 from ..geometry import pose_from_shape, to_base_mesh
 from ..result import FitResult
 from ..shape import from_vec, to_vec
-from ..shape3d import (Shape3DModel, _check_mean3d, _project_rotation, from_vec3, load_mean3d,
+from ..shape3d import (Shape3DModel, _check_mean3d, from_vec3, load_mean3d,
                        nrsfm, ortho_procrustes, rotation_to_euler)
 from .gsm import assemble, newton_step
 
 __all__ = ["GSM3DState", "train_gsm3d", "load_gsm3d", "fit_gsm3d", "projection_residual",
-           "terms3d", "assemble3d", "skew"]
+           "terms3d", "assemble3d", "assemble3d_reduced", "solve3d", "skew", "rotate"]
 
 # [e_k]_x for k = x, y, z: d(R (I + [dtheta]_x)) / d dtheta_k = R [e_k]_x.
 _GEN = np.array([[[0, 0, 0], [0, 0, -1], [0, 1, 0]],
@@ -55,6 +64,23 @@ _GEN = np.array([[[0, 0, 0], [0, 0, -1], [0, 1, 0]],
 def skew(w):
     """``[w]_x``, the cross-product matrix (the small-angle rotation of eq. 41 is I + it)."""
     return np.einsum("k,kij->ij", np.asarray(w, float), _GEN)
+
+
+def rotate(R, w):
+    """``R (I + [w]_x)`` projected onto SO(3), in closed form (eq. 41's update).
+
+    For a rotation ``R``, ``M = R (I + [w]_x)`` has ``M^T M = I + |w|^2 I - w w^T``, so its
+    polar factor (the nearest orthogonal matrix; ``det M = 1 + |w|^2 > 0`` makes it a
+    rotation) is ``M (u u^T + (I - u u^T) / sqrt(1 + |w|^2))``, ``u = w / |w|``: the same
+    as :func:`~napari_gsm.shape3d._project_rotation` without an SVD.
+    """
+    w = np.asarray(w, float)
+    n2 = w @ w
+    M = R @ (np.eye(3) + skew(w))
+    if n2 == 0:
+        return M
+    c = 1 / np.sqrt(1 + n2)
+    return M @ (c * np.eye(3) + (1 - c) * np.outer(w, w) / n2)
 
 
 @dataclass
@@ -74,12 +100,17 @@ class GSM3DState:
 
     shape3d: Shape3DModel
     lam2: float | None = None
-    lam3: float = 1.0
+    lam3: float = 5.0
     source: str = "nrsfm"
 
     def __post_init__(self):
         self.precision = self.shape3d.precision
         self.mean_vec = self.shape3d.mean_vec
+        # Sigma_3^-1 = I / iso - V k_inv V^T / iso^2, the factored form the fit solves with.
+        self.basis = self.shape3d.basis
+        self.iso = self.shape3d.noise_var + self.shape3d.var_floor
+        k = self.basis.shape[1]
+        self.k_inv = np.linalg.inv(np.eye(k) + self.basis.T @ self.basis / self.iso)
 
     def to_arrays(self):
         return self.shape3d.to_arrays()
@@ -89,7 +120,7 @@ class GSM3DState:
                 "n_modes": int(len(self.shape3d.modes))}
 
 
-def train_gsm3d(model, samples, *, progress=None, mean3d=None, lam2=None, lam3=1.0,
+def train_gsm3d(model, samples, *, progress=None, mean3d=None, lam2=None, lam3=5.0,
                 n_modes=15, n_iter=60):
     """Build the 3D shape model from the training annotations (NRSfM).
 
@@ -103,12 +134,15 @@ def train_gsm3d(model, samples, *, progress=None, mean3d=None, lam2=None, lam3=1
         from the camera); only its deformations are then learned from the annotations.
     lam2, lam3 : float
         Weights of the 3D prior and of the projection residual (``lam2=None``: same as the
-        2D prior's ``lam``, as in the paper). The paper's ``lam3 = 10`` was re-tuned on
-        held-out 300-W training faces (HoG, 300 training images): ``lam3 = 1`` with 15 modes
-        gave the lowest mean error; the coupling stays stiff (1 per reference pixel
-        squared) but lets the 2D shape leave the 3D model's span where it must.
+        2D prior's ``lam``, as in the paper). Tuned on a 300-W *training* split (train on
+        images 0-799, validate on 1800-1949 in file order, HoG, GT box + 8 % noise starts,
+        4 start draws): ``lam3`` in 1..10 with 15 or 30 modes; ``lam3 = 5`` with 15 modes
+        had the lowest mean NME (0.0828 vs GSM 2D's 0.0862; ``lam3 = 1``: 0.0887), within
+        about one standard error, with a lower median in about 2 of 3 fits. ``lam2`` other
+        than ``lam`` (0.05, 1.0) was worse (an earlier run, 1 start draw).
     n_modes : int
-        Deformation modes of the 3D model (5 modes were too restrictive for faces).
+        Deformation modes of the 3D model (5 modes were too restrictive for faces; 30 were
+        no better than 15).
 
     Returns
     -------
@@ -138,7 +172,39 @@ def load_gsm3d(arrays, params):
     lam2 = params.get("lam2")
     return GSM3DState(Shape3DModel.from_arrays(arrays),
                       lam2=None if lam2 is None else float(lam2),
-                      lam3=float(params.get("lam3", 1.0)), source=params.get("source", "nrsfm"))
+                      lam3=float(params.get("lam3", 5.0)), source=params.get("source", "nrsfm"))
+
+
+def _residual_parts(p, R, sm):
+    """``r`` (2v,), the 10 dense columns ``T`` of ``J_r`` (theta then camera) and ``R_o``.
+
+    The other columns of ``J_r`` are Kronecker products: ``d r / d s = A (x) I_v`` and
+    ``d r / d S3 = -sigma R_o (x) I_v``.
+    """
+    v = (len(p) - 10) // 5
+    n2 = 2 * v
+    a, b, tx, ty = p[n2:n2 + 4]
+    S3 = p[n2 + 4:5 * v + 4].reshape(3, v)  # rows X, Y, Z
+    sigma = p[5 * v + 4]
+    dth = p[5 * v + 5:5 * v + 8]
+    o = p[5 * v + 8:5 * v + 10]
+    Ro = (R @ (np.eye(3) + skew(dth)))[:2]
+    dx = p[:v] - sm[0]
+    dy = p[v:n2] - sm[1]
+    proj = Ro @ S3  # (2, v)
+    r = np.concatenate([a * dx - b * dy + tx + sm[0] - sigma * proj[0] - o[0],
+                        b * dx + a * dy + ty + sm[1] - sigma * proj[1] - o[1]])
+    T = np.zeros((n2, 10))
+    T[:, 0] = np.concatenate([dx, dy])  # d s_BM / d theta
+    T[:, 1] = np.concatenate([-dy, dx])
+    T[:v, 2] = 1
+    T[v:, 3] = 1
+    T[:, 4] = -proj.reshape(-1)  # d r / d sigma
+    RG = np.einsum("ij,kjl->kil", R[:2], _GEN)  # (R [e_k]_x)[:2]
+    T[:, 5:8] = -sigma * np.einsum("kic,cv->ivk", RG, S3).reshape(n2, 3)
+    T[:v, 8] = -1
+    T[v:, 9] = -1
+    return r, T, Ro
 
 
 def projection_residual(p, R, sm):
@@ -154,33 +220,17 @@ def projection_residual(p, R, sm):
     """
     v = (len(p) - 10) // 5
     n2 = 2 * v
-    a, b, tx, ty = p[n2:n2 + 4]
-    S3 = p[n2 + 4:5 * v + 4].reshape(3, v)  # rows X, Y, Z
+    a, b = p[n2:n2 + 2]
     sigma = p[5 * v + 4]
-    dth = p[5 * v + 5:5 * v + 8]
-    o = p[5 * v + 8:5 * v + 10]
-    Re = R @ (np.eye(3) + skew(dth))
-    Ro = Re[:2]
-    dx = p[:v] - sm[0]
-    dy = p[v:n2] - sm[1]
-    proj = Ro @ S3  # (2, v)
-    r = np.concatenate([a * dx - b * dy + tx + sm[0] - sigma * proj[0] - o[0],
-                        b * dx + a * dy + ty + sm[1] - sigma * proj[1] - o[1]])
+    r, T, Ro = _residual_parts(p, R, sm)
     J = np.zeros((n2, 5 * v + 10))
     i = np.arange(v)
     J[i, i], J[i, v + i], J[v + i, i], J[v + i, v + i] = a, -b, b, a  # d s_BM / d s
-    J[:, n2] = np.concatenate([dx, dy])  # d s_BM / d theta
-    J[:, n2 + 1] = np.concatenate([-dy, dx])
-    J[:v, n2 + 2] = 1
-    J[v:, n2 + 3] = 1
+    J[:, n2:n2 + 4] = T[:, :4]
     for c in range(3):  # -sigma (R_o (x) I_v)
         J[i, n2 + 4 + c * v + i] = -sigma * Ro[0, c]
         J[v + i, n2 + 4 + c * v + i] = -sigma * Ro[1, c]
-    J[:, 5 * v + 4] = -proj.reshape(-1)
-    for k in range(3):
-        J[:, 5 * v + 5 + k] = -sigma * ((R @ _GEN[k])[:2] @ S3).reshape(-1)
-    J[:v, 5 * v + 8] = -1
-    J[v:, 5 * v + 9] = -1
+    J[:, 5 * v + 4:] = T[:, 4:]
     return r, J
 
 
@@ -238,19 +288,193 @@ def terms3d(p, R, S3_0, prec3, sm, lam2, lam3):
     return lam2 * d @ Pd + lam3 * r @ r, grad, H
 
 
-def assemble3d(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, prec3, lam2, lam3):
-    """Total cost ``f3D``, gradient ``(5v+10,)`` and Hessian (GSM 2D part + :func:`terms3d`)."""
+def assemble3d(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, prec3, lam2, lam3,
+               theta_data=None):
+    """Total cost ``f3D``, gradient ``(5v+10,)`` and Hessian (GSM 2D part + :func:`terms3d`).
+
+    ``theta_data`` is the pose of the frame the responses were measured in (see
+    :func:`~napari_gsm.methods.gsm.assemble`).
+    """
     n = len(s0vec) + 4
-    f2, g2, H2 = assemble(p[:n], resp, s0vec, sm, prec, lam, floor)
+    f2, g2, H2 = assemble(p[:n], resp, s0vec, sm, prec, lam, floor, theta_data)
     f3, g, H = terms3d(p, R, S3_0, prec3, sm, lam2, lam3)
     g[:n] += g2
     H[:n, :n] += H2
     return f2 + f3, g, H
 
 
+class _Reduced:
+    """The Hessian of :func:`assemble3d` in factored form, for :func:`solve3d`.
+
+    With ``x = (s, theta, camera)`` (``2v + 10`` values) and ``y = S3`` (``3v``)::
+
+        H_xx  dense (2v+10, 2v+10): GSM 2D's Hessian plus the residual's s / thin part,
+        H_xy  = [Bs (x) I_v ; E]      Bs (2, 3), E (10, 3v)
+        H_yy  = N0 (x) I_v - V Q V^T  N0 (3, 3), V (3v, k), Q (k, k)
+
+    ``H_yy`` is ``2 lam3 sigma^2 (R_o^T R_o) (x) I_v`` plus ``2 lam2 Sigma_3^-1``, and
+    ``Sigma_3^-1 = I / c - V K^-1 V^T / c^2`` (PPCA: ``Sigma_3 = V V^T + c I``).
+    """
+
+    __slots__ = ("Hxx", "Bs", "E", "N0", "V", "Q")
+
+    def __init__(self, Hxx, Bs, E, N0, V, Q):
+        self.Hxx, self.Bs, self.E, self.N0, self.V, self.Q = Hxx, Bs, E, N0, V, Q
+
+
+def assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, basis, iso, k_inv,
+                       lam2, lam3, theta_data=None):
+    """:func:`assemble3d` without forming the ``(5v+10)^2`` Hessian.
+
+    Parameters
+    ----------
+    basis : (3v, k) array
+        ``V`` of ``Sigma_3 = V V^T + iso I``.
+    iso : float
+    k_inv : (k, k) array
+        ``(I + V^T V / iso)^-1``.
+    Other parameters as :func:`assemble3d` (``Sigma_3^-1`` is ``basis, iso, k_inv``).
+
+    Returns
+    -------
+    value : float
+    grad : (5v+10,) array
+        Equal to :func:`assemble3d`'s gradient.
+    hess : _Reduced
+        Its Hessian, factored for :func:`solve3d`.
+    """
+    n2 = len(s0vec)
+    v = n2 // 2
+    f2, g2, H2 = assemble(p[:n2 + 4], resp, s0vec, sm, prec, lam, floor, theta_data)
+    a, b = p[n2], p[n2 + 1]
+    sigma = p[5 * v + 4]
+    r, T, Ro = _residual_parts(p, R, sm)
+    w3 = 2 * lam3
+    rx, ry = r[:v], r[v:]
+    Tx, Ty = T[:v], T[v:]
+    # H_xx in the order (s, theta, camera): GSM 2D's block, then 2 lam3 [J_s T]^T [J_s T].
+    Hxx = np.zeros((n2 + 10, n2 + 10))
+    Hxx[:n2 + 4, :n2 + 4] = H2
+    i = np.arange(n2)
+    Hxx[i, i] += w3 * (a * a + b * b)
+    JsT = w3 * np.vstack([a * Tx + b * Ty, -b * Tx + a * Ty])
+    Hxx[:n2, n2:] += JsT
+    Hxx[n2:, :n2] += JsT.T
+    Hxx[n2:, n2:] += w3 * T.T @ T
+    # Coupling: d r / d s = A (x) I_v against d r / d S3 = -sigma R_o (x) I_v.
+    A = np.array([[a, -b], [b, a]])
+    Bs = -w3 * sigma * A.T @ Ro
+    E = (-w3 * sigma * Ro.T @ T.reshape(2, v * 10)).reshape(3 * v, 10).T
+    N0 = w3 * sigma**2 * Ro.T @ Ro + (2 * lam2 / iso) * np.eye(3)
+    Q = (2 * lam2 / iso**2) * k_inv
+    # Gradient and value; Sigma_3^-1 d by Woodbury, O(v k).
+    d = p[n2 + 4:5 * v + 4] - S3_0
+    Pd = d / iso - basis @ (k_inv @ (basis.T @ d)) / iso**2
+    grad = np.empty(5 * v + 10)
+    grad[:n2 + 4] = g2
+    grad[:v] += w3 * (a * rx + b * ry)
+    grad[v:n2] += w3 * (-b * rx + a * ry)
+    grad[n2:n2 + 4] += w3 * T[:, :4].T @ r
+    grad[n2 + 4:5 * v + 4] = (-w3 * sigma * Ro.T @ r.reshape(2, v)).reshape(-1) + 2 * lam2 * Pd
+    grad[5 * v + 4:] = w3 * T[:, 4:].T @ r
+    value = f2 + lam2 * d @ Pd + lam3 * r @ r
+    return value, grad, _Reduced(Hxx, Bs, E, N0, basis, Q)
+
+
+def solve3d(grad, hess, free_s=None):
+    """The damped Newton step of :func:`~napari_gsm.methods.gsm.newton_step`, structured.
+
+    ``S3`` is eliminated by a Schur complement: ``H_yy^-1`` is ``N^-1 (x) I_v`` corrected by
+    Woodbury in the ``k`` deformation modes, so the reduced ``(2v+10)`` system on
+    ``(s, theta, camera)`` is GSM 2D's system plus structured terms, built in
+    ``O(v^2 k)`` and solved by one Cholesky factorisation of GSM 2D's size. The Levenberg
+    damping ``mu I`` of the full system (same schedule and scale as ``newton_step``) becomes
+    ``mu`` on the diagonals of ``H_xx`` and ``N``; the full Hessian is positive definite
+    exactly when the reduced one is (``H_yy`` always is, for ``lam2 > 0``).
+
+    Parameters
+    ----------
+    grad : (5v+10,) array
+    hess : _Reduced
+        From :func:`assemble3d_reduced`.
+    free_s : (2v,) bool array, optional
+        Free 2D coordinates (pinned landmarks' are False); all else is free.
+
+    Returns
+    -------
+    step : (5v+10,) array
+    """
+    Hxx, Bs, E, N0, V, Q = hess.Hxx, hess.Bs, hess.E, hess.N0, hess.V, hess.Q
+    nx = len(Hxx)
+    n2 = nx - 10
+    v = n2 // 2
+    k = V.shape[1]
+    # Kronecker products act on (3, v * m) reshapes: (M (x) I_v) X = (M @ X.reshape(3, -1)).
+    Vr = V.reshape(3, v * k)
+    Et = np.ascontiguousarray(E.T).reshape(3, v * 10)  # E^T, (3v, 10)
+    gx = np.concatenate([grad[:n2 + 4], grad[5 * v + 4:]])
+    gy = grad[n2 + 4:5 * v + 4]
+    fx = np.ones(nx, bool)
+    if free_s is not None:
+        fx[:n2] = free_s
+    fidx = fx.nonzero()[0]
+    all_free = len(fidx) == nx
+    mu = scale = 0.0
+    eye_k = np.eye(k)
+    # Flat indices of the four diagonals of the (s, s) block, where C (x) I_v goes.
+    i = np.arange(v)
+    kron_idx = ((np.arange(2)[:, None, None] * v + i) * nx
+                + (np.arange(2)[None, :, None] * v + i)).reshape(-1)
+    for _ in range(30):
+        Ni = np.linalg.inv(N0 + mu * np.eye(3))
+        DVf = (Ni @ Vr).reshape(3 * v, k)  # D^-1 V, D = N (x) I_v
+        Z = np.linalg.solve(eye_k - Q @ (V.T @ DVf), Q) if k else Q
+        Z = (Z + Z.T) / 2  # H_yy^-1 = D^-1 + D^-1 V Z V^T D^-1
+        BN = Bs @ Ni
+        S = Hxx.copy()
+        if mu:
+            S.flat[::nx + 1] += mu
+        # S = H_xx + mu I - H_xy (D^-1 + D^-1 V Z V^T D^-1) H_yx, block by block.
+        S.flat[kron_idx] -= np.repeat((BN @ Bs.T).reshape(-1), v)
+        sT = (BN @ Et).reshape(n2, 10)
+        S[:n2, n2:] -= sT
+        S[n2:, :n2] -= sT.T
+        S[n2:, n2:] -= E @ (Ni @ Et).reshape(3 * v, 10)
+        L = np.vstack([(Bs @ DVf.reshape(3, v * k)).reshape(n2, k), E @ DVf])
+        S -= (L @ Z) @ L.T
+        try:
+            c = cho_factor(S if all_free else S[np.ix_(fidx, fidx)], check_finite=False)
+            break
+        except np.linalg.LinAlgError:
+            if not scale:  # newton_step's scale: the mean |diagonal| of the free Hessian
+                diag_y = np.repeat(np.diag(N0), v) - ((V @ Q) * V).sum(1)
+                scale = np.abs(np.concatenate([np.diag(Hxx)[fx], diag_y])).mean() + 1e-12
+            mu = max(2 * mu, 1e-6 * scale)
+    else:  # pragma: no cover - only for NaN input
+        raise FloatingPointError("Hessian could not be made positive definite")
+
+    def hyy_inv(u):
+        return (Ni @ u.reshape(3, v)).reshape(-1) + DVf @ (Z @ (DVf.T @ u))
+
+    u = hyy_inv(gy)
+    gred = gx - np.concatenate([(Bs @ u.reshape(3, v)).reshape(-1), E @ u])
+    dx = np.zeros(nx)
+    dx[fidx] = -cho_solve(c, gred[fidx], check_finite=False)
+    dy = -hyy_inv(gy + (Bs.T @ dx[:n2].reshape(2, v)).reshape(-1) + E.T @ dx[n2:])
+    step = np.empty(5 * v + 10)
+    step[:n2 + 4] = dx[:n2 + 4]
+    step[n2 + 4:5 * v + 4] = dy
+    step[5 * v + 4:] = dx[n2 + 4:]
+    return step
+
+
 def _init_3d(shape3d_mean, s_bm):
-    """Camera ``(sigma, R, o)`` of the 3D mean fitted to a reference-frame shape."""
-    sigma, R, o = ortho_procrustes(shape3d_mean, s_bm)
+    """Camera ``(sigma, R, o)`` of the 3D mean fitted to a reference-frame shape.
+
+    Five alternations leave the rotation within ~1e-4 of the converged one; the Newton
+    iterations refine it anyway, and each alternation costs an SVD in every fit.
+    """
+    sigma, R, o = ortho_procrustes(shape3d_mean, s_bm, n_iter=5)
     return sigma, R, o
 
 
@@ -302,19 +526,28 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     hist, costs = [s.copy()], []
     converged = False
     n_iter = 0
-    # The same schedule as GSM 2D: coarse to fine over the detectors' target widths, the
-    # longest landmark move capped, the root-mean-square move deciding convergence.
-    level = 0
+    # The same schedule and frame handling as GSM 2D: coarse to fine over the detectors'
+    # target widths (straight to the finest around pinned points), frames re-warped only
+    # when the pose has moved, the longest landmark move capped, the root-mean-square move
+    # deciding convergence.
     n_levels = len(det.sigmas)
+    frames = FrameCache(pyramid, sm, shape_model.frame_shape, spec, tol=params.frame_tol)
+    level = n_levels - 1 if pinned.any() else 0
+    free_s = np.tile(~pinned, 2) if pinned.any() else None
     for n_iter in range(1, params.max_iter + 1):
         shape = from_vec(p[:n2])
-        patches = frame_patches(pyramid, shape, p[n2:n2 + 4], sm, shape_model.frame_shape, spec)
-        resp = det.responses(patches, level)
+        resp = frames.responses(shape, p[n2:n2 + 4], det.reader(level, spec))
         floor = params.curvature_floor / det.sigmas[level] ** 2
-        f, grad, H = assemble3d(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, prec3,
-                                lam2, lam3)
+        if lam2 > 0:
+            f, grad, H = assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0,
+                                            state.basis, state.iso, state.k_inv, lam2, lam3,
+                                            frames.theta)
+            step = solve3d(grad, H, free_s)
+        else:  # no 3D prior: H_yy is singular in depth, leave it to the damped dense solve
+            f, grad, H = assemble3d(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, prec3,
+                                    lam2, lam3, frames.theta)
+            step = newton_step(grad, H, free)
         costs.append(f)
-        step = newton_step(grad, H, free)
         scale = np.hypot(p[n2], p[n2 + 1])
         moves = scale * np.hypot(step[:v], step[v:n2])
         longest = moves.max()
@@ -324,7 +557,7 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
         move = np.sqrt((moves**2).mean())
         p = p + step
         # Multiplicative rotation update (eq. 41), back onto SO(3), dtheta reset to 0.
-        R = _project_rotation(R @ (np.eye(3) + skew(p[5 * v + 5:5 * v + 8])))
+        R = rotate(R, p[5 * v + 5:5 * v + 8])
         p[5 * v + 5:5 * v + 8] = 0
         if history:
             hist.append(from_vec(p[:n2]))
@@ -340,7 +573,8 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     extra = _pose_outputs(theta, p[n2 + 4:5 * v + 4], p[5 * v + 4], R, points)
     return FitResult(points=points, n_iter=n_iter, converged=converged,
                      fit_ms=(time.perf_counter() - t0) * 1e3, history=hist if history else [],
-                     costs=costs, pose=theta.copy(), method="gsm3d", extra=extra)
+                     costs=costs, pose=theta.copy(), method="gsm3d",
+                     extra={**extra, "n_warps": frames.n_warps})
 
 
 def _pose_outputs(theta, S3vec, sigma, R, points):
