@@ -351,8 +351,8 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
     # Images held out to choose lam: the model is first built without them, measured on
     # them, then they are added exactly as incremental updates add images.
     n_held = min(40, len(samples) // 6) if gsm_params.lam is None else 0
-    held = set(rng.permutation(len(samples))[:n_held].tolist()) if n_held >= 2 else set()
-    fit_idx = [k for k in range(len(samples)) if k not in held]
+    held = sorted(rng.permutation(len(samples))[:n_held].tolist()) if n_held >= 2 else []
+    fit_idx = sorted(set(range(len(samples))) - set(held))
     shape = ShapeModel.train(shapes[fit_idx], ref_size=params.ref_size,
                              # After the pose is aligned the landmarks stay near s0 (within
                              # the shape's deformations), so the frame needs the patch
@@ -367,21 +367,27 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
         fd = FaceDetector()
     model = Model(method, shape, det, spec, None, names, params, gsm_params,
                   summary={"n_images": len(samples)})
-    total = len(samples)
-    for done, k in enumerate(fit_idx + sorted(held), 1):
-        s = samples[k]
-        if k in held and det.filters is None:
-            det.solve()
-            model.starts = StartModel.train(shape.s0, shapes, [x.grey.shape for x in samples],
-                                            face_boxes)
-            model.gsm_params = replace(gsm_params, lam=choose_lam(
-                model, [samples[i] for i in sorted(held)], rng))
-        _accumulate(model, Pyramid(s.grey), s.points, rng)
-        if k in held:
-            shape.add(s.points)
-        if face_boxes is not None:
-            face_boxes[k] = _matching_face(fd.detect(s.grey), s.points)
-        _progress(progress, done, total, "detectors")
+    done = 0
+
+    def add_images(indices):
+        nonlocal done
+        for k in indices:
+            _accumulate(model, Pyramid(samples[k].grey), samples[k].points, rng)
+            if face_boxes is not None:
+                face_boxes[k] = _matching_face(fd.detect(samples[k].grey), samples[k].points)
+            done += 1
+            _progress(progress, done, len(samples), "detectors")
+
+    add_images(fit_idx)
+    if held:
+        det.solve()
+        model.starts = StartModel.train(shape.s0, shapes, [s.grey.shape for s in samples],
+                                        face_boxes)
+        model.gsm_params = replace(gsm_params, lam=choose_lam(
+            model, [samples[k] for k in held], rng))
+        add_images(held)
+        for k in held:
+            shape.add(samples[k].points)
     det.solve()
     model._precision = None
     if model.gsm_params.lam is None:  # too few images to hold any out

@@ -31,7 +31,8 @@ from ..geometry import pose_from_shape
 from ..result import FitResult
 from ..shape import from_vec, to_vec
 
-__all__ = ["GSMParams", "regulariser", "data_terms", "assemble", "newton_step", "fit_gsm"]
+__all__ = ["GSMParams", "regulariser", "data_terms", "assemble", "newton_step", "limit_step",
+           "next_level", "fit_gsm"]
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,34 @@ def newton_step(grad, H, free):
     return step
 
 
+def limit_step(step, p, v, max_step):
+    """Cap the longest landmark move of ``step``; return it and the RMS move.
+
+    Moves are in reference-frame pixels (``|A|`` times image pixels). The longest is capped
+    at ``max_step`` (a trust region); the root-mean-square one decides convergence, since
+    the largest single move stays noisy at the optimum (detector responses are not
+    perfectly smooth in the landmark position).
+    """
+    scale = np.hypot(p[2 * v], p[2 * v + 1])
+    moves = scale * np.hypot(step[:v], step[v:2 * v])
+    longest = moves.max()
+    if longest > max_step:
+        step = step * (max_step / longest)
+        moves = moves * (max_step / longest)
+    return step, float(np.sqrt((moves**2).mean()))
+
+
+def next_level(level, n_levels, move, params):
+    """Coarse-to-fine schedule: ``(level, converged)`` after an iteration that moved ``move``.
+
+    Each target width iterates until its tolerance (``coarse_tol``, then ``tol`` for the
+    finest); the iteration limit counts all of them.
+    """
+    if level < n_levels - 1:
+        return (level + 1 if move <= params.coarse_tol else level), False
+    return level, move <= params.tol
+
+
 def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     """Fit GSM 2D from a start shape.
 
@@ -220,8 +249,6 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     hist, costs = [s.copy()], []
     converged = False
     n_iter = 0
-    # Coarse to fine over the detectors' target widths: each width iterates until its
-    # tolerance; the iteration limit counts all of them.
     n_levels = len(det.sigmas)
     frames = FrameCache(pyramid, sm, shape_model.frame_shape, spec, tol=params.frame_tol)
     # A re-fit around pinned points starts from a shape that is already close (a person has
@@ -234,25 +261,12 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
         f, grad, H = assemble(p, resp, s0vec, sm, prec, params.lam, floor, frames.theta)
         costs.append(f)
         step = newton_step(grad, H, free)
-        # Landmark moves in reference-frame pixels (|A| times image pixels): the longest is
-        # capped (a trust region), the root-mean-square one decides convergence (the
-        # largest single move stays noisy at the optimum: detector responses are not
-        # perfectly smooth in the landmark position).
-        scale = np.hypot(p[2 * v], p[2 * v + 1])
-        moves = scale * np.hypot(step[:v], step[v:2 * v])
-        longest = moves.max()
-        if longest > params.max_step:
-            step *= params.max_step / longest
-            moves *= params.max_step / longest
-        move = np.sqrt((moves**2).mean())
+        step, move = limit_step(step, p, v, params.max_step)
         p = p + step
         if history:
             hist.append(from_vec(p[: 2 * v]))
-        if level < n_levels - 1:
-            if move <= params.coarse_tol:
-                level += 1
-        elif move <= params.tol:
-            converged = True
+        level, converged = next_level(level, n_levels, move, params)
+        if converged:
             break
     points = from_vec(p[: 2 * v])
     points[pinned] = np.asarray(start, float)[pinned]

@@ -50,7 +50,7 @@ from ..result import FitResult
 from ..shape import from_vec, to_vec
 from ..shape3d import (Shape3DModel, _check_mean3d, from_vec3, load_mean3d,
                        nrsfm, ortho_procrustes, rotation_to_euler)
-from .gsm import assemble, newton_step
+from .gsm import assemble, limit_step, newton_step, next_level
 
 __all__ = ["GSM3DState", "train_gsm3d", "load_gsm3d", "fit_gsm3d", "projection_residual",
            "terms3d", "assemble3d", "assemble3d_reduced", "solve3d", "skew", "rotate"]
@@ -548,24 +548,15 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
                                     lam2, lam3, frames.theta)
             step = newton_step(grad, H, free)
         costs.append(f)
-        scale = np.hypot(p[n2], p[n2 + 1])
-        moves = scale * np.hypot(step[:v], step[v:n2])
-        longest = moves.max()
-        if longest > params.max_step:
-            step *= params.max_step / longest
-            moves *= params.max_step / longest
-        move = np.sqrt((moves**2).mean())
+        step, move = limit_step(step, p, v, params.max_step)
         p = p + step
         # Multiplicative rotation update (eq. 41), back onto SO(3), dtheta reset to 0.
         R = rotate(R, p[5 * v + 5:5 * v + 8])
         p[5 * v + 5:5 * v + 8] = 0
         if history:
             hist.append(from_vec(p[:n2]))
-        if level < n_levels - 1:
-            if move <= params.coarse_tol:
-                level += 1
-        elif move <= params.tol:
-            converged = True
+        level, converged = next_level(level, n_levels, move, params)
+        if converged:
             break
     points = from_vec(p[:n2])
     points[pinned] = s[pinned]
