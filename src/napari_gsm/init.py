@@ -162,6 +162,23 @@ class StartModel:
         kx, ky, ks = self.face
         return place_mean(s0, (x0 + kx * w, y0 + ky * w), ks * w)
 
+    def choose_face(self, boxes, image_shape):
+        """The detection, of ``(n, 4)`` boxes, whose placement the prior finds most likely.
+
+        A detector may also fire on a background patch or another face; the learned prior
+        (where and how large shapes sit in training images) tells the likely one apart.
+        """
+        boxes = np.asarray(boxes, float).reshape(-1, 4)
+        if len(boxes) <= 1 or self.face is None:
+            return boxes[0] if len(boxes) else None
+        H, W = image_shape[:2]
+        kx, ky, ks = self.face
+        w = boxes[:, 2] - boxes[:, 0]
+        z = np.column_stack([(boxes[:, 0] + kx * w) / W, (boxes[:, 1] + ky * w) / H,
+                             ks * w / np.sqrt(W * H)])
+        d = (z - self.prior[:3]) / np.maximum(self.prior_std[:3], 1e-3)
+        return boxes[int(np.argmin((d * d).sum(1)))]
+
     def to_arrays(self):
         out = {"start_prior": self.prior, "start_prior_std": self.prior_std,
                "start_box_std": self.box_std}

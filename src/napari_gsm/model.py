@@ -176,9 +176,9 @@ class Model:
             elif box is not None:
                 init = "box"
             elif self.starts.face is not None:
-                boxes = self.face_detector.detect(grey)
-                if len(boxes):
-                    return self.starts.from_face_box(s0, boxes[0]), "detect"
+                box = self.starts.choose_face(self.face_detector.detect(grey), grey.shape)
+                if box is not None:
+                    return self.starts.from_face_box(s0, box), "detect"
                 init = "prior"
             else:
                 init = "prior"
@@ -191,10 +191,10 @@ class Model:
                 raise ValueError("init='box' needs a box (x0, y0, x1, y1)")
             return start_from_box(s0, box), "box"
         if init == "detect":
-            boxes = self.face_detector.detect(grey)
-            if not len(boxes):
+            box = self.starts.choose_face(self.face_detector.detect(grey), grey.shape)
+            if box is None:
                 raise LookupError("the face detector found no face")
-            return self.starts.from_face_box(s0, boxes[0]), "detect"
+            return self.starts.from_face_box(s0, box), "detect"
         if init == "prior":
             return self.starts.from_prior(s0, grey.shape), "prior"
         raise ValueError(f"unknown init {init!r}")
