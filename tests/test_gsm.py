@@ -181,3 +181,23 @@ def test_gsm_params_reach_the_fitter(synth_model):
     m2 = train(make_set(10, seed=1), "gsm", params=TrainParams(features="grey", ref_size=20.0),
                gsm_params=GSMParams(max_iter=2))
     assert m2.fit(img, "points", points=truth + 3).n_iter <= 2
+
+
+def test_data_block_floor_clamps_every_eigenvalue():
+    from napari_gsm.methods.gsm import data_terms
+
+    rng = np.random.default_rng(3)
+    resp = rng.normal(size=(200, 6))
+    resp[:4, 5] = 0.0
+    resp[:4, 4] = resp[:4, 3]  # repeated eigenvalues
+    theta = np.array([0.7, 0.2, 3.0, 4.0])
+    A = np.array([[0.7, -0.2], [0.2, 0.7]])
+    _, _, H = data_terms(resp, theta, floor=0.3)
+    Hb = np.einsum("ij,vjk,lk->vil", np.linalg.inv(A).T, H, np.linalg.inv(A).T)
+    raw = np.stack([[resp[:, 3], resp[:, 5]], [resp[:, 5], resp[:, 4]]]).transpose(2, 0, 1)
+    w_raw, U_raw = np.linalg.eigh(raw)
+    w, U = np.linalg.eigh(Hb)
+    np.testing.assert_allclose(w, np.sort(np.maximum(np.abs(w_raw), 0.3), axis=1), atol=1e-12)
+    # same eigenvectors: the clamped block commutes with the raw one
+    np.testing.assert_allclose(np.einsum("vij,vjk->vik", Hb, raw),
+                               np.einsum("vij,vjk->vik", raw, Hb), atol=1e-12)

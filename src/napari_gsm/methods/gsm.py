@@ -143,9 +143,16 @@ def data_terms(resp, theta, *, floor=0.0):
     Hb[:, 1, 1] = resp[:, 4]
     Hb[:, 0, 1] = Hb[:, 1, 0] = resp[:, 5]
     if floor > 0:
-        w, U = np.linalg.eigh(Hb)
-        w = np.maximum(np.abs(w), floor)
-        Hb = np.einsum("vij,vj,vkj->vik", U, w, U)
+        # Eigenvalues l of each symmetric 2x2 block replaced by max(|l|, floor), in closed
+        # form: the clamped block is c0 I + c1 H, the polynomial matching both eigenvalues.
+        m = (resp[:, 3] + resp[:, 4]) / 2
+        d = np.hypot((resp[:, 3] - resp[:, 4]) / 2, resp[:, 5])
+        l1, l2 = m + d, m - d
+        k1, k2 = np.maximum(np.abs(l1), floor), np.maximum(np.abs(l2), floor)
+        split = d > 1e-12 * (np.abs(m) + floor)
+        c1 = np.where(split, (k1 - k2) / np.where(split, l1 - l2, 1.0), 0.0)
+        c0 = np.where(split, k1 - c1 * l1, np.maximum(np.abs(m), floor))
+        Hb = c1[:, None, None] * Hb + c0[:, None, None] * np.eye(2)
     return -resp[:, 0].sum(), g @ A, np.einsum("ji,vjk,kl->vil", A, Hb, A)
 
 
@@ -174,12 +181,12 @@ def assemble(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
 def newton_step(grad, H, free):
     """``-H^-1 grad`` on the free parameters (others stay 0), damped until ``H`` is PD."""
     g = grad[free]
-    Hf = H[np.ix_(free, free)]
+    Hf = H if len(free) == len(grad) else H[np.ix_(free, free)]
     mu = 0.0
     scale = np.abs(np.diag(Hf)).mean() + 1e-12
     for _ in range(30):
         try:
-            c = cho_factor(Hf + mu * np.eye(len(g)), check_finite=False)
+            c = cho_factor(Hf if mu == 0 else Hf + mu * np.eye(len(g)), check_finite=False)
             break
         except np.linalg.LinAlgError:
             mu = max(2 * mu, 1e-6 * scale)
