@@ -66,6 +66,24 @@ def test_train_passes_options_straight_through(wings, tmp_path, capsys):
     assert m.detectors.sigma == pytest.approx(3.5)
 
 
+def test_train_gsm3d_with_a_known_3d_mean(wings, tmp_path, capsys):
+    mean3d = np.column_stack([np.linspace(0, 1, 12), np.linspace(1, 0, 12) ** 2,
+                              np.sin(np.linspace(0, 3, 12))])
+    good, bad = tmp_path / "mean3d.csv", tmp_path / "short.csv"
+    np.savetxt(good, mean3d, delimiter=",")
+    np.savetxt(bad, mean3d[:10], delimiter=",")
+    out = tmp_path / "m3.npz"
+    rc, _, _ = run(capsys, "train", wings["train"], "--method", "gsm3d", "--mean3d", good,
+                   "-o", out)
+    assert rc == 0 and load_model(out).state.source == "file"
+    rc, _, err = run(capsys, "train", wings["train"], "--method", "gsm3d", "--mean3d", bad,
+                     "-o", tmp_path / "m4.npz")
+    assert rc == 2 and str(bad) in err and "10" in err and "12" in err
+    assert not (tmp_path / "m4.npz").exists()
+    rc, _, err = run(capsys, "train", wings["train"], "--mean3d", good, "-o", tmp_path / "x")
+    assert rc == 2 and "gsm3d" in err
+
+
 def test_train_offers_only_registered_methods(wings, tmp_path):
     action = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]
                   ._actions if a.dest == "method")

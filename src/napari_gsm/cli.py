@@ -290,11 +290,21 @@ def cmd_train(args):
                                 ("ref_size", args.ref_size)) if val is not None}
     params = TrainParams(face_detector=args.face_detector, **tp)
     gsm_params = GSMParams() if args.lam is None else GSMParams(lam=args.lam)
+    method_kw = {}
+    if args.mean3d is not None:
+        if args.method != "gsm3d":
+            raise CLIError("--mean3d is for --method gsm3d")
+        from .shape3d import load_mean3d
+
+        try:  # checked before training: its error names the file and what is wrong
+            method_kw["mean3d"] = load_mean3d(args.mean3d, v)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
     progress = _TrainProgress(args.json)
     t0 = time.perf_counter()
     try:
         model = train(datasets, args.method, params=params, gsm_params=gsm_params,
-                      progress=progress)
+                      progress=progress, **method_kw)
     finally:
         progress.close()
     seconds = time.perf_counter() - t0
@@ -652,6 +662,9 @@ def build_parser():
     t.add_argument("--face-detector", action="store_true",
                    help="learn to start from OpenCV's face detector (faces only)")
     t.add_argument("--names", metavar="FILE", help="landmark names, one per line")
+    t.add_argument("--mean3d", metavar="FILE",
+                   help="gsm3d: a known 3D mean shape (.npy or CSV, one row x y z per "
+                   "landmark) instead of recovering it from the annotations")
     t.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="model file to write (.npz)")
     t.add_argument("--json", action="store_true", help="print a JSON summary, no progress")
