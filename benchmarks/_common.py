@@ -19,7 +19,7 @@ from napari_gsm.model import Sample
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache"
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the repo
 
 
 def package_version():

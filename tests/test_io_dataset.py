@@ -9,7 +9,8 @@ import pytest
 from napari_gsm.io import LandmarkFileError, load_dataset, read_names, write_names, write_pts
 from napari_gsm.io import dataset as dataset_module
 
-DATA = Path("/work/shared/data")
+# ../shared/data beside the repository (read-only; tests skip what is not there)
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _img(path, shape, dtype=np.uint8):
