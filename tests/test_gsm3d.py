@@ -240,3 +240,11 @@ def test_train_with_mean3d_file_checks_landmark_count(tmp_path):
         train(data, method="gsm3d", params=TrainParams(features="grey", patch=11),
               mean3d=tmp_path / "mean.csv")
     assert to_vec3(X).shape == (3 * len(X),)
+
+
+def test_one_image_is_not_enough_for_a_3d_shape():
+    from napari_gsm import TrainParams, train
+    from synthetic import make_set
+
+    with pytest.raises(ValueError, match="at least 2 annotated images"):
+        train(make_set(1), "gsm3d", params=TrainParams(features="grey", ref_size=20.0))

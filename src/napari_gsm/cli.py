@@ -305,6 +305,8 @@ def cmd_train(args):
     try:
         model = train(datasets, args.method, params=params, gsm_params=gsm_params,
                       progress=progress, **method_kw)
+    except ValueError as exc:  # what the data cannot give (too few images, counts, ...)
+        raise CLIError(str(exc)) from exc
     finally:
         progress.close()
     seconds = time.perf_counter() - t0

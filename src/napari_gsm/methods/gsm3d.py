@@ -160,6 +160,10 @@ def train_gsm3d(model, samples, *, progress=None, mean3d=None, lam2=None, lam3=5
     GSM3DState
     """
     v = model.n_landmarks
+    if len(samples) < 2 and mean3d is None:
+        raise ValueError(f"GSM 2D+3D needs at least 2 annotated images to recover a 3D shape "
+                         f"from 2D annotations (got {len(samples)}); annotate more images or "
+                         f"give a 3D mean shape file (mean3d)")
     shapes = np.stack([s.points for s in samples])
     aligned = np.stack([model.shape.align(p) for p in shapes])
     source = "nrsfm"
