@@ -231,6 +231,18 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     np.testing.assert_array_equal(specs[3].points, truth[stems[3]])
 
 
+def test_new_project_without_any_annotation(make_napari_viewer, wings_copy):
+    for pts in wings_copy.glob("*.pts"):
+        pts.unlink()
+    (wings_copy / "landmarks.txt").unlink(missing_ok=True)
+    viewer = make_napari_viewer()
+    w = AnnotationWidget(viewer)
+    assert w.open_project(wings_copy) is None  # shown in the status line, not raised
+    assert "number of landmarks is unknown" in w.status_label.text()
+    assert w.open_project(wings_copy, n_landmarks=5) is not None
+    assert w.project.n_landmarks == 5 and w.project.names == ["1", "2", "3", "4", "5"]
+
+
 def test_box_start_names_toggle_and_restore(widget, wing_project, qtbot):
     w, (root, truth) = widget, wing_project
     viewer, p, layer = w.viewer, w.project, w.points_layer

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                            QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                            QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+                            QGroupBox, QHBoxLayout, QInputDialog, QLabel, QListWidget,
+                            QListWidgetItem, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ..io import LandmarkFileError, ModelFileError, read_image, to_grey
 from ..methods import METHODS, GSMParams
@@ -302,17 +302,32 @@ class AnnotationWidget(QWidget):
 
     # == project and images =============================================================
     @_guarded
-    def open_project(self, path=None, model_path=None):
-        """Open a project folder (asks for one when ``path`` is None)."""
+    def open_project(self, path=None, model_path=None, n_landmarks=None):
+        """Open a project folder (asks for one when ``path`` is None).
+
+        A folder with no ``.pts`` and no ``landmarks.txt`` needs ``n_landmarks`` (asked for
+        when the folder was chosen in the dialog); the first accepted image then fixes it.
+        """
+        ask = path is None
         if self.train_worker is not None or self.fit_worker is not None:
             raise ValueError("wait for (or cancel) training / fitting before opening another folder")
         if path is None:
             path = QFileDialog.getExistingDirectory(self, "Open an image folder")
             if not path:
                 return None
+        try:
+            project = Project(path, n_landmarks)
+        except ValueError as exc:
+            if not ask or "number of landmarks is unknown" not in str(exc):
+                raise
+            v, ok = QInputDialog.getInt(self, "New project", "There is no landmarks.txt and no "
+                                        ".pts file here.\nLandmarks per image:", 10, 3, 10000)
+            if not ok:
+                return None
+            project = Project(path, v)
         if self.project is not None:
             self.project.autosave()
-        self.project = Project(path)
+        self.project = project
         self.model = None
         self.model_label.setText("no model: annotate a few images, then Train")
         src = Path(model_path) if model_path is not None else self.project.model_path
