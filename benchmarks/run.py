@@ -70,16 +70,24 @@ def _model_path(suite, tag, key):
     return C.CACHE / "models" / f"{suite}-{tag}-{key}.npz"
 
 
+def _cached(path, tag, use_cache, what=""):
+    """The model cached at ``path`` (logged with its recorded training time), or None."""
+    if not (use_cache and path.exists()):
+        return None
+    model = load_model(path)
+    log(f"  [{tag}] cached model {path.name} (trained in {model.summary.get('train_seconds')}"
+        f" s{what} on {model.summary.get('trained')})")
+    return model
+
+
 def base_model(suite, samples, params, use_cache):
     """The GSM model (shape model, detectors, starts) for one feature kind, cached."""
     key = C.key_of({"suite": suite, "data": C.files_digest(samples), "params": asdict(params),
                     "gsm_params": asdict(GSMParams()), "method": "gsm",
                     "version": C.package_version()})
     path = _model_path(suite, f"gsm-{params.features}", key)
-    if use_cache and path.exists():
-        model = load_model(path)
-        log(f"  [{params.features}] cached model {path.name} (trained in "
-            f"{model.summary.get('train_seconds')} s on {model.summary.get('trained')})")
+    model = _cached(path, params.features, use_cache)
+    if model is not None:
         return model, path
     log(f"  [{params.features}] training GSM on {len(samples)} images ...")
     model = train([(s.grey, s.points) for s in samples], "gsm", params=params)
@@ -99,10 +107,8 @@ def method_model(suite, name, base, base_path, samples, use_cache, method_kw):
     key = C.key_of({"base": base_path.name, "method": name, "kw": method_kw,
                     "version": C.package_version()})
     path = _model_path(suite, name, key)
-    if use_cache and path.exists():
-        m = load_model(path)
-        log(f"  [{name}] cached model {path.name} (trained in "
-            f"{m.summary.get('train_seconds')} s incl. the shared detectors)")
+    m = _cached(path, name, use_cache, " incl. the shared detectors")
+    if m is not None:
         return m, path
     log(f"  [{name}] training its own state on {len(samples)} images ...")
     m = copy.copy(base)

@@ -32,7 +32,7 @@ from ..result import FitResult
 from ..shape import from_vec, to_vec
 
 __all__ = ["GSMParams", "regulariser", "data_terms", "assemble", "newton_step", "limit_step",
-           "next_level", "fit_gsm"]
+           "first_level", "next_level", "fit_gsm"]
 
 
 @dataclass(frozen=True)
@@ -214,6 +214,13 @@ def limit_step(step, p, v, max_step):
     return step, float(np.sqrt((moves**2).mean()))
 
 
+def first_level(n_levels, pinned):
+    """Where the coarse-to-fine schedule starts: the coarsest width, or the finest for a
+    re-fit around pinned points (a person has just corrected the shape, which is already
+    close: the coarse widths would only blur it)."""
+    return n_levels - 1 if pinned.any() else 0
+
+
 def next_level(level, n_levels, move, params):
     """Coarse-to-fine schedule: ``(level, converged)`` after an iteration that moved ``move``.
 
@@ -258,9 +265,7 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     n_iter = 0
     n_levels = len(det.sigmas)
     frames = FrameCache(pyramid, sm, shape_model.frame_shape, spec, tol=params.frame_tol)
-    # A re-fit around pinned points starts from a shape that is already close (a person has
-    # just corrected it): the coarse widths would only blur it, so go straight to the finest.
-    level = n_levels - 1 if pinned.any() else 0
+    level = first_level(n_levels, pinned)
     for n_iter in range(1, params.max_iter + 1):
         shape = from_vec(p[: 2 * v])
         resp = frames.responses(shape, p[2 * v:], det.reader(level, spec))

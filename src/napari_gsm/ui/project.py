@@ -240,17 +240,18 @@ class ImageState:
 
     def undo(self):
         """Revert the last edit; returns False when there is none."""
-        if not self._undo:
-            return False
-        self._redo.append((self.points.copy(), self.states.copy(), self.current))
-        self.points, self.states, self.current = self._undo.pop()
-        return True
+        return self._restore(self._undo, self._redo)
 
     def redo(self):
-        if not self._redo:
+        """Re-apply the last undone edit; returns False when there is none."""
+        return self._restore(self._redo, self._undo)
+
+    def _restore(self, source, other):
+        """Pop a snapshot from ``source``, pushing the current one onto ``other``."""
+        if not source:
             return False
-        self._undo.append((self.points.copy(), self.states.copy(), self.current))
-        self.points, self.states, self.current = self._redo.pop()
+        other.append((self.points.copy(), self.states.copy(), self.current))
+        self.points, self.states, self.current = source.pop()
         return True
 
     def step_target(self, delta):
