@@ -209,6 +209,40 @@ def test_residual_noise_option(model, data):
     assert np.isfinite(b.R).all()
 
 
+def test_local_ridge_reads_only_each_landmarks_own_features():
+    from napari_gsm.methods.cascade import _gram, _ridge, _ridge_local
+
+    # Updates that depend on each landmark's own six features only (plus a bias): the local
+    # ridge recovers the coefficients and is exactly zero elsewhere; the full one is not.
+    rng = np.random.default_rng(5)
+    v, n = 4, 3000
+    F = np.ones((n, 6 * v + 1))
+    F[:, :-1] = rng.normal(size=(n, 6 * v)) * rng.uniform(0.1, 5, 6 * v)
+    true = np.zeros((6 * v + 1, 2 * v))
+    for i in range(v):
+        own = np.r_[i:6 * v:v, 6 * v]
+        true[np.ix_(own, [i, v + i])] = rng.normal(size=(7, 2))
+    dP = F @ true + rng.normal(0, 0.01, (n, 2 * v))
+    G, B = _gram(F, dP, np.arange(n))
+    (R,) = _ridge_local(G, B, n, (1e-9,))
+    np.testing.assert_allclose(R, true, atol=2e-3)
+    assert np.all(R[true == 0] == 0)
+    (R_full,) = _ridge(G, B, n, (1e-9,))
+    assert np.count_nonzero(R_full[true == 0]) > 0
+
+
+def test_structure_choice_is_recorded(model):
+    info = model.state.params()
+    assert len(info["local"]) == 4 and all(isinstance(x, bool) for x in info["local"])
+    assert all(len(g) == 14 for g in info["heldout_grid"])  # 7 weights x {full, local}
+    for k, local in enumerate(info["local"]):
+        if local:  # a local level's matrix is zero outside each landmark's own rows
+            R, v = model.state.R[k], 6
+            for i in range(v):
+                other = np.setdiff1d(np.arange(6 * v), np.r_[i:6 * v:v])
+                assert np.all(R[other][:, [i, v + i]] == 0)
+
+
 def test_vectorised_poses_match_geometry():
     from napari_gsm.geometry import pose_from_shape, to_base_mesh
     from napari_gsm.methods.cascade import _from_frame, _poses, _to_frame

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_gsm import GSMParams, TrainParams, load_model, train
-from napari_gsm.methods.gsm import assemble, newton_step, regulariser
+from napari_gsm.methods.gsm import assemble, limit_step, newton_step, regulariser
 from synthetic import make_set, random_shape, render
 
 
@@ -201,3 +201,26 @@ def test_data_block_floor_clamps_every_eigenvalue():
     # same eigenvectors: the clamped block commutes with the raw one
     np.testing.assert_allclose(np.einsum("vij,vjk->vik", Hb, raw),
                                np.einsum("vij,vjk->vik", raw, Hb), atol=1e-12)
+
+
+def test_limit_step_caps_landmark_and_pose_moves():
+    # A square of side 20 px (corners 10 * sqrt(2) px from the centroid), pose scale 2.
+    x = np.array([0.0, 20.0, 20.0, 0.0]) + 50
+    y = np.array([0.0, 0.0, 20.0, 20.0]) + 30
+    p = np.concatenate([x, y, [2.0, 0.0, 0.0, 0.0]])
+    v = 4
+    # Landmark moves in the frame are |A| times image moves: 2 * 3 = 6 px, 2 * 8 = 16 px.
+    step = np.zeros(12)
+    step[0], step[v + 1] = 3.0, 8.0
+    capped, rms = limit_step(step, p, v, 10.0)
+    np.testing.assert_allclose(capped, step * 10.0 / 16.0)
+    np.testing.assert_allclose(rms, np.sqrt((6.0**2 + 16.0**2) / 4) * 10.0 / 16.0)
+    # A pose change alone: |dA| = 1 moves the corners by 10 sqrt(2) px in the frame; it is
+    # capped like a landmark move, but it is not a landmark move for convergence.
+    step = np.zeros(12)
+    step[2 * v], step[2 * v + 1] = 0.6, 0.8
+    capped, rms = limit_step(step, p, v, 10.0)
+    np.testing.assert_allclose(capped, step * 10.0 / (10 * np.sqrt(2)))
+    assert rms == 0.0
+    small = step * 0.01  # within the trust region: unchanged
+    assert np.array_equal(limit_step(small, p, v, 10.0)[0], small)

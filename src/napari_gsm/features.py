@@ -151,7 +151,6 @@ class FrameCache:
         self.tol = tol
         self.theta = None
         self.fmap = None
-        self._chunks = None
         self.n_warps = 0
 
     def _stale(self, shape, theta):
@@ -170,7 +169,6 @@ class FrameCache:
             self.theta = np.array(theta, float)
             self.fmap = feature_map(self.pyramid.warp(self.theta, self.sm, self.frame_shape),
                                     self.spec)
-            self._chunks = None
             self.n_warps += 1
         return to_base_mesh(shape, self.theta, self.sm)
 
@@ -186,9 +184,7 @@ class FrameCache:
         (``Detectors.reader(level, spec)``); measured in the frame of :attr:`theta`.
         """
         centres = self._update(shape, theta)
-        if self._chunks is None:
-            self._chunks = reader.split(self.fmap)
-        return reader.read(self._chunks, centres[None])[0].reshape(6, -1).T
+        return reader.read(self.fmap, centres[None])[0].reshape(6, -1).T
 
 
 def feature_map(frame, spec):

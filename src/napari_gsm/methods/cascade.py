@@ -14,8 +14,11 @@ object is or how large it is.
 
 Training (Algorithm 4) simulates ``M`` starts per image drawn like the real starts, runs the
 cascade on them level by level and solves one ridge regression per level. Only the ``6v + 1``
-features of every virtual sample are kept, never patches. The ridge weight of each level is
-chosen on held-out training images. The expensive part -- a warp and a feature map per
+features of every virtual sample are kept, never patches. The ridge weight of each level, and
+whether its matrix is full or *local* (each landmark's update read from its own six
+features only, :func:`_ridge_local`), are chosen on held-out training images: with a few
+dozen images the local structure generalises better (wings, X-rays), with thousands the
+full one is as good or better (faces). The expensive part -- a warp and a feature map per
 virtual sample -- is shared between the perturbations of one image whose pose differs only
 by translation, or by less than a quantisation step of rotation and scale (see
 :func:`_image_features`), and the responses are computed without materialising patches
@@ -39,6 +42,16 @@ from ..shape import from_vec
 
 __all__ = ["CascadeState", "train_cascade", "fit_cascade", "load_cascade"]
 
+#: Default ``spread`` per start kind, each measured on training images from real starts.
+#: 'face': held-out training faces from their Viola-Jones boxes (800 train / 300 held out,
+#: M=40, K=5): mean NME 0.0936 at 1.0, 0.0942 at 1.5, 0.1005 at 2.0. 'prior': 5-fold
+#: cross-validation on the wings and X-ray training splits (30 and 74 images) from their
+#: prior starts: mean NME 0.52 / 0.47 / 0.45 % and 1.03 / 0.94 / 0.93 % at 1.0 / 1.5 / 2.0,
+#: worst image 0.78 / 0.62 / 0.65 % and 4.8 / 1.9 / 2.1 % (a prior placement estimated from
+#: a few dozen images has heavier tails than its standard deviation says). 'box': not
+#: measured, the placement's own spread.
+SPREAD = {"face": 1.0, "prior": 1.5, "box": 1.0}
+
 #: Relative ridge weights tried per level (times the number of rows; features standardised).
 LAM_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -55,7 +68,8 @@ class CascadeState:
     info : dict
         Training record (JSON-able): ``levels``, ``perturbations`` (M), ``lam_rel`` and
         ``lam`` (ridge weight per level, relative to the row count and absolute, on
-        standardised features), ``heldout_grid`` (held-out error of every weight tried),
+        standardised features), ``local`` (per level: the local structure was chosen),
+        ``heldout_grid`` (held-out error of every weight tried, full then local),
         ``init`` (start kind simulated), ``heldout_error`` / ``train_error`` (mean point
         error in reference-frame pixels before the first level and after every level),
         ``coarse_levels``, ``spread``, ``noise``, ``share``, ``seed``, ``train_seconds``.
@@ -318,6 +332,31 @@ def _ridge(G, B, n, lam_rel):
     return [sc[:, None] * _solve(Gs, Bs, lr * n) for lr in lam_rel]
 
 
+def _ridge_local(G, B, n, lam_rel):
+    """Like :func:`_ridge`, but each landmark's update reads only its own six features.
+
+    The same linear map ``[f, 1] @ R`` with ``R`` zero outside each landmark's own rows
+    (and the bias): ``v`` small ridge problems instead of one. With few training images a
+    full ``6v x 2v`` map learns image-specific couplings between distant landmarks; this
+    one cannot, so it generalises from less data (the choice is made on held-out images).
+    """
+    sc = _standardiser(G, n)
+    Gs = G * sc[:, None] * sc[None, :]
+    Bs = B * sc[:, None]
+    d, n2 = B.shape
+    v = n2 // 2
+    out = []
+    for lr in lam_rel:
+        R = np.zeros((d, n2))
+        for i in range(v):
+            idx = np.r_[i:6 * v:v, d - 1]
+            cols = [i, v + i]
+            X = _solve(Gs[np.ix_(idx, idx)], Bs[np.ix_(idx, cols)], lr * n)
+            R[np.ix_(idx, cols)] = sc[idx, None] * X
+        out.append(R)
+    return out
+
+
 def _apply(F, R, rows, chunk=8192):
     """``F[rows] @ R`` in float64, chunked."""
     out = np.empty((len(rows), R.shape[1]))
@@ -327,7 +366,7 @@ def _apply(F, R, rows, chunk=8192):
 
 
 def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, lam=None,
-                  init="auto", seed=0, noise=0.0, spread=1.0, share=(0.2, 0.2),
+                  init="auto", seed=0, noise=0.0, spread=None, share=(0.2, 0.2),
                   holdout=0.15, threads=1, coarse_levels=2):
     """Learn the cascade (Algorithm 4).
 
@@ -343,7 +382,8 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
     perturbations : int
         Virtual samples per image ``M``.
     lam : float, optional
-        Ridge weight relative to the number of rows (features are standardised). Default:
+        Ridge weight relative to the number of rows (features are standardised); the
+        matrices are then full. Default: the weight and the structure (full or local) are
         chosen per level from :data:`LAM_GRID` by the error on held-out training images.
     init : {'auto', 'face', 'box', 'prior'}
         Which start to simulate: 'auto' is the face-box start for a face model, else a box.
@@ -354,12 +394,10 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
         noise per landmark coordinate is not something the next level can learn to undo,
         and on 300 faces it doubled the held-out error after five levels (0.5: 8.7 vs 4.9
         reference pixels).
-    spread : float
+    spread : float, optional
         Scale of the simulated start errors relative to the start model's spreads (which are
-        the measured errors of the real starts: the face-box regression's residuals, or a
-        box start's). Chosen on held-out *training* faces started from real Viola-Jones
-        boxes (800 train / 300 held out, M=40, K=5): mean NME 0.0936 at 1.0, 0.0942 at 1.5,
-        0.1005 at 2.0.
+        the measured errors of the real starts: the face-box regression's residuals, a box
+        start's, or the prior placement's). Default: :data:`SPREAD` for the start kind.
     share : (float, float) or None
         Rotation (radians) and log-scale steps within which perturbations of one image share
         a warped frame (see :func:`_image_features`); None warps every sample exactly.
@@ -385,6 +423,7 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
     if N == 0:
         raise ValueError("GSM-CR needs at least one fully annotated image")
     kind, spread_std = _start_spread(model, init)
+    spread = SPREAD[kind] if spread is None else float(spread)
     rng = np.random.default_rng(seed)
     order = rng.permutation(N)
     n_hold = 0 if lam is not None else int(round(holdout * N))
@@ -412,7 +451,7 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
     info = {"levels": int(levels), "perturbations": M, "init": kind, "seed": int(seed),
             "noise": float(noise), "coarse_levels": int(coarse_levels), "spread": float(spread),
             "share": None if share is None else list(share),
-            "n_images": N, "n_heldout": int(n_hold), "lam": [], "lam_rel": [],
+            "n_images": N, "n_heldout": int(n_hold), "lam": [], "lam_rel": [], "local": [],
             "heldout_error": [float(e0[hold_img].mean()) if n_hold else None],
             "train_error": [float(e0[~hold_img].mean())], "heldout_grid": []}
     Rs = []
@@ -457,7 +496,9 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
             G, B = _gram(F, dP, fit_rows)
             if n_hold:
                 Gh, Bh = _gram(F, dP, ho_rows)
-                cands = _ridge(G, B, len(fit_rows), lam_grid)
+                # Both structures, every weight: the held-out images decide.
+                cands = (_ridge(G, B, len(fit_rows), lam_grid)
+                         + _ridge_local(G, B, len(fit_rows), lam_grid))
                 errs = []
                 for Rc in cands:
                     res = dP[ho_rows] - _apply(F, Rc, ho_rows)
@@ -468,10 +509,11 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
                 G, B = G + Gh, B + Bh
             else:
                 best = 0
-            lam_rel = lam_grid[best]
+            local = best >= len(lam_grid)
+            lam_rel = lam_grid[best % len(lam_grid)]
             # Held-out samples go on with the matrix that never saw them (an honest error
             # for the next level); the stored matrix is refitted on every image.
-            (R,) = _ridge(G, B, N * M, (lam_rel,))
+            (R,) = (_ridge_local if local else _ridge)(G, B, N * M, (lam_rel,))
             upd = _apply(F, R, all_rows)
             if n_hold:
                 upd[ho_rows] = _apply(F, R_hold, ho_rows)
@@ -480,6 +522,7 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
                               sm).reshape(N, M, v, 2)
             Rs.append(R)
             e = err(cur)
+            info["local"].append(bool(local))
             info["lam_rel"].append(lam_rel)
             info["lam"].append(lam_rel * N * M)
             info["heldout_error"].append(float(e[hold_img].mean()) if n_hold else None)

@@ -198,16 +198,22 @@ def newton_step(grad, H, free):
 
 
 def limit_step(step, p, v, max_step):
-    """Cap the longest landmark move of ``step``; return it and the RMS move.
+    """Cap the longest move of ``step`` in the reference frame; return it and the RMS move.
 
-    Moves are in reference-frame pixels (``|A|`` times image pixels). The longest is capped
-    at ``max_step`` (a trust region); the root-mean-square one decides convergence, since
-    the largest single move stays noisy at the optimum (detector responses are not
+    Moves are in reference-frame pixels (``|A|`` times image pixels). A trust region: the
+    longest move is capped at ``max_step``, counting both every landmark's own move and the
+    move a change of the pose's scale and rotation ``dA`` makes at the shape's edge
+    (``|dA|`` times the largest landmark distance from the centroid), since the next frame
+    is warped with that pose; an uncapped pose can swing back and forth, re-warping the
+    frame at ever wronger scales. The root-mean-square landmark move decides convergence,
+    since the largest single move stays noisy at the optimum (detector responses are not
     perfectly smooth in the landmark position).
     """
     scale = np.hypot(p[2 * v], p[2 * v + 1])
     moves = scale * np.hypot(step[:v], step[v:2 * v])
-    longest = moves.max()
+    x, y = p[:v], p[v:2 * v]
+    reach = np.sqrt((x - x.mean()) ** 2 + (y - y.mean()) ** 2).max()
+    longest = max(moves.max(), np.hypot(step[2 * v], step[2 * v + 1]) * reach)
     if longest > max_step:
         step = step * (max_step / longest)
         moves = moves * (max_step / longest)
