@@ -183,6 +183,22 @@ def test_gsm_params_reach_the_fitter(synth_model):
     assert m2.fit(img, "points", points=truth + 3).n_iter <= 2
 
 
+def test_frame_tolerances_decide_how_often_the_frame_is_rewarped(synth_model):
+    from dataclasses import replace
+
+    img, truth = make_set(1, seed=22)[0]
+    start = truth + np.array([5.0, -4.0])
+    gp = synth_model.gsm_params
+    exact = synth_model.fit(img, "points", points=start,
+                            params=replace(gp, frame_tol=0.0, coarse_frame_tol=0.0))
+    assert exact.extra["n_warps"] == exact.n_iter  # Algorithm 1 as written
+    loose = synth_model.fit(img, "points", points=start,
+                            params=replace(gp, frame_tol=0.0, coarse_frame_tol=0.5))
+    assert loose.extra["n_warps"] < loose.n_iter
+    for res in (exact, loose):
+        assert np.linalg.norm(res.points - truth, axis=1).mean() < 1.0
+
+
 def test_data_block_floor_clamps_every_eigenvalue():
     from napari_gsm.methods.gsm import data_terms
 

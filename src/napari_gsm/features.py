@@ -140,7 +140,8 @@ class FrameCache:
     are most of an iteration's cost, and a pose that differs by a fraction of a degree or a
     percent of scale gives practically the same patches. So the frame is kept until the
     pose's ``A`` differs by more than ``tol`` (relative) from the one it was made with, or a
-    patch would leave it. ``tol = 0`` re-warps at every call (Algorithm 1 as written).
+    patch would leave it. ``tol = 0`` re-warps at every call (Algorithm 1 as written); a
+    fitter may change :attr:`tol` between calls (wider at the coarse target widths).
 
     Patches are centred on the landmarks' positions in the *kept* frame, so the data
     derivatives must be mapped to the image with the kept pose, :attr:`theta`.
@@ -211,15 +212,17 @@ def _dense_hog(img, cell, n_bins):
     mag, ang = cv2.cartToPolar(gx, gy)
     # Unsigned orientation in bins; each pixel votes into its two nearest bins.
     b = (ang * np.float32(n_bins / np.pi)).ravel()
-    b0 = b.astype(np.intp)
+    b0 = b.astype(np.int32)  # int32: the modulo below is twice as fast as on int64
     m1 = mag.ravel() * (b - b0)
-    b0 %= n_bins
+    np.remainder(b0, n_bins, out=b0)
     b1 = b0 + 1
     b1[b1 == n_bins] = 0
-    base = np.arange(0, b.size * n_bins, n_bins)
+    base = _vote_base(b.size, n_bins)
+    b0 += base
+    b1 += base
     hist = np.zeros(b.size * n_bins, np.float32)
-    hist[base + b0] = mag.ravel() - m1
-    hist[base + b1] = m1  # b1 != b0, so this never overwrites a vote
+    hist[b0] = mag.ravel() - m1
+    hist[b1] = m1  # b1 != b0, so this never overwrites a vote
     hist = cv2.boxFilter(hist.reshape(img.shape + (n_bins,)), -1, (cell, cell),
                          borderType=cv2.BORDER_REFLECT)
     # Block normalisation by the mean gradient magnitude over 2 x 2 cells (L1, one filter
@@ -227,6 +230,14 @@ def _dense_hog(img, cell, n_bins):
     block = cv2.boxFilter(mag, -1, (2 * cell, 2 * cell), borderType=cv2.BORDER_REFLECT)
     hist *= (1.0 / (block + np.float32(0.02)))[..., None]
     return hist
+
+
+@functools.lru_cache(maxsize=8)
+def _vote_base(n_pixels, n_bins):
+    """Offset of every pixel's first bin in the flat ``(n_pixels, n_bins)`` histogram."""
+    base = np.arange(0, n_pixels * n_bins, n_bins, dtype=np.int32)
+    base.flags.writeable = False  # shared between calls
+    return base
 
 
 def sample_patches(fmap, centres, spec):

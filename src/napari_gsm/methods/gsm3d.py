@@ -50,7 +50,7 @@ from ..result import FitResult
 from ..shape import from_vec, to_vec
 from ..shape3d import (Shape3DModel, _check_mean3d, from_vec3, load_mean3d,
                        nrsfm, ortho_procrustes, rotation_to_euler)
-from .gsm import assemble, first_level, limit_step, newton_step, next_level
+from .gsm import assemble, first_level, frame_tolerance, limit_step, newton_step, next_level
 
 __all__ = ["GSM3DState", "train_gsm3d", "load_gsm3d", "fit_gsm3d", "projection_residual",
            "terms3d", "assemble3d", "assemble3d_reduced", "solve3d", "skew", "rotate"]
@@ -548,11 +548,12 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     # when the pose has moved, the longest landmark move capped, the root-mean-square move
     # deciding convergence.
     n_levels = len(det.sigmas)
-    frames = FrameCache(pyramid, sm, shape_model.frame_shape, spec, tol=params.frame_tol)
+    frames = FrameCache(pyramid, sm, shape_model.frame_shape, spec)
     level = first_level(n_levels, pinned)
     free_s = np.tile(~pinned, 2) if pinned.any() else None
     for n_iter in range(1, params.max_iter + 1):
         shape = from_vec(p[:n2])
+        frames.tol = frame_tolerance(level, n_levels, params)
         resp = frames.responses(shape, p[n2:n2 + 4], det.reader(level, spec))
         floor = params.curvature_floor / det.sigmas[level] ** 2
         if lam2 > 0:
