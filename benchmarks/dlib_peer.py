@@ -3,8 +3,9 @@
 dlib comes from the ``dlib-bin`` wheel (``benchmarks/requirements.txt``); it is installed
 into the running interpreter's environment when missing, and the row is skipped with a note
 if that fails. The predictor is trained on the same training faces, each from its
-Viola-Jones box (the detection containing the face; the ground-truth landmarks' bounding box
-when the detector missed it), and tested on the same faces from the same boxes.
+Viola-Jones box (the detection containing the face; ``run.py`` decides what a face the
+detector missed gets, see ``DLIB_ROWS`` there), and tested on the same faces from the same
+boxes as every other row.
 """
 
 from __future__ import annotations
