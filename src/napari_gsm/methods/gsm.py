@@ -21,7 +21,7 @@ would move a landmark more than ``max_step`` reference pixels is shortened.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
@@ -32,7 +32,7 @@ from ..result import FitResult
 from ..shape import from_vec, to_vec
 
 __all__ = ["GSMParams", "regulariser", "data_terms", "assemble", "newton_step", "limit_step",
-           "first_level", "frame_tolerance", "next_level", "fit_gsm"]
+           "start_schedule", "frame_tolerance", "level_data", "next_level", "fit_gsm"]
 
 
 @dataclass(frozen=True)
@@ -223,11 +223,16 @@ def limit_step(step, p, v, max_step):
     return step, float(np.sqrt((moves**2).mean()))
 
 
-def first_level(n_levels, pinned):
-    """Where the coarse-to-fine schedule starts: the coarsest width, or the finest for a
-    re-fit around pinned points (a person has just corrected the shape, which is already
-    close: the coarse widths would only blur it)."""
-    return n_levels - 1 if pinned.any() else 0
+def start_schedule(model, pyramid, pinned):
+    """Where a coarse-to-fine fit starts: ``(frames, level, n_levels)``.
+
+    ``frames`` is the image's :class:`~napari_gsm.features.FrameCache`; ``level`` the
+    coarsest target width, or the finest for a re-fit around pinned points (a person has
+    just corrected the shape, which is already close: the coarse widths would only blur it).
+    """
+    n_levels = len(model.detectors.sigmas)
+    frames = FrameCache(pyramid, model.shape.sm, model.shape.frame_shape, model.features)
+    return frames, (n_levels - 1 if pinned.any() else 0), n_levels
 
 
 def frame_tolerance(level, n_levels, params):
@@ -241,6 +246,18 @@ def frame_tolerance(level, n_levels, params):
     instead of 0.02 saves another 1 ms but raises the median NME (0.0453 vs 0.0445).
     """
     return params.frame_tol if level == n_levels - 1 else params.coarse_frame_tol
+
+
+def level_data(frames, det, spec, params, level, shape, theta):
+    """Detector responses ``(v, 6)`` at ``shape`` for target width ``level``, and the
+    eigenvalue floor of that width's data blocks.
+
+    ``frames`` (a :class:`~napari_gsm.features.FrameCache`) is re-warped when the pose
+    ``theta`` has moved past the width's :func:`frame_tolerance`.
+    """
+    frames.tol = frame_tolerance(level, len(det.sigmas), params)
+    resp = frames.responses(shape, theta, det.reader(level, spec))
+    return resp, params.curvature_floor / det.sigmas[level] ** 2
 
 
 def next_level(level, n_levels, move, params):
@@ -285,14 +302,10 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     hist, costs = [s.copy()], []
     converged = False
     n_iter = 0
-    n_levels = len(det.sigmas)
-    frames = FrameCache(pyramid, sm, shape_model.frame_shape, spec)
-    level = first_level(n_levels, pinned)
+    frames, level, n_levels = start_schedule(model, pyramid, pinned)
     for n_iter in range(1, params.max_iter + 1):
-        shape = from_vec(p[: 2 * v])
-        frames.tol = frame_tolerance(level, n_levels, params)
-        resp = frames.responses(shape, p[2 * v:], det.reader(level, spec))
-        floor = params.curvature_floor / det.sigmas[level] ** 2
+        resp, floor = level_data(frames, det, spec, params, level, from_vec(p[: 2 * v]),
+                                 p[2 * v:])
         f, grad, H = assemble(p, resp, s0vec, sm, prec, params.lam, floor, frames.theta)
         costs.append(f)
         step = newton_step(grad, H, free)

@@ -44,13 +44,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from ..features import FrameCache
 from ..geometry import pose_from_shape, to_base_mesh
 from ..result import FitResult
 from ..shape import from_vec, to_vec
 from ..shape3d import (Shape3DModel, _check_mean3d, from_vec3, load_mean3d,
                        nrsfm, ortho_procrustes, rotation_to_euler)
-from .gsm import assemble, first_level, frame_tolerance, limit_step, newton_step, next_level
+from .gsm import assemble, level_data, limit_step, newton_step, next_level, start_schedule
 
 __all__ = ["GSM3DState", "train_gsm3d", "load_gsm3d", "fit_gsm3d", "projection_residual",
            "terms3d", "assemble3d", "assemble3d_reduced", "solve3d", "skew", "rotate"]
@@ -548,15 +547,11 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     # target widths (straight to the finest around pinned points), frames re-warped only
     # when the pose has moved, the longest landmark move capped, the root-mean-square move
     # deciding convergence.
-    n_levels = len(det.sigmas)
-    frames = FrameCache(pyramid, sm, shape_model.frame_shape, spec)
-    level = first_level(n_levels, pinned)
+    frames, level, n_levels = start_schedule(model, pyramid, pinned)
     free_s = np.tile(~pinned, 2) if pinned.any() else None
     for n_iter in range(1, params.max_iter + 1):
-        shape = from_vec(p[:n2])
-        frames.tol = frame_tolerance(level, n_levels, params)
-        resp = frames.responses(shape, p[n2:n2 + 4], det.reader(level, spec))
-        floor = params.curvature_floor / det.sigmas[level] ** 2
+        resp, floor = level_data(frames, det, spec, params, level, from_vec(p[:n2]),
+                                 p[n2:n2 + 4])
         if lam2 > 0:
             f, grad, H = assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0,
                                             state.basis, state.iso, state.k_inv, lam2, lam3,

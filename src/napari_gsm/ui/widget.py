@@ -71,6 +71,15 @@ def _features(index, names, states):
                          "state": pd.Series([str(s) for s in states], dtype=object)})
 
 
+def _hbox(*items):
+    """A row of widgets; an item ``(widget, stretch)`` gets that stretch factor."""
+    row = QHBoxLayout()
+    for item in items:
+        widget, stretch = item if isinstance(item, tuple) else (item, 0)
+        row.addWidget(widget, stretch)
+    return row
+
+
 def _guarded(method):
     """Show a person's mistake (no model, missing landmarks, unreadable file) in the status."""
     @functools.wraps(method)
@@ -118,20 +127,23 @@ class AnnotationWidget(QWidget):
             self.open_project(project_dir, model_path)
 
     # == layout =========================================================================
+    def _button(self, text, action):
+        """A push button that calls ``self.<action>()``, looked up when clicked (Qt's
+        ``checked`` argument dropped)."""
+        btn = QPushButton(text)
+        btn.clicked.connect(lambda *_: getattr(self, action)())
+        return btn
+
     def _build(self):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
 
         box = QGroupBox("Project")
         v = QVBoxLayout(box)
-        row = QHBoxLayout()
-        self.open_btn = QPushButton("Open folder\u2026")
-        self.open_btn.clicked.connect(lambda: self.open_project())
+        self.open_btn = self._button("Open folder\u2026", "open_project")
         self.path_label = QLabel("no project")
         self.path_label.setWordWrap(True)
-        row.addWidget(self.open_btn)
-        row.addWidget(self.path_label, 1)
-        v.addLayout(row)
+        v.addLayout(_hbox(self.open_btn, (self.path_label, 1)))
         self.image_list = QListWidget()
         self.image_list.setMinimumHeight(120)
         self.image_list.currentRowChanged.connect(self._on_list_row)
@@ -145,25 +157,15 @@ class AnnotationWidget(QWidget):
         self.target_label = QLabel("")
         self.target_label.setStyleSheet("font-weight: bold")
         v.addWidget(self.target_label)
-        row = QHBoxLayout()
-        self.back_btn = QPushButton("\u25c0 back")
-        self.back_btn.clicked.connect(lambda *_: self.back_landmark())
-        self.skip_btn = QPushButton("skip \u25b6")
-        self.skip_btn.clicked.connect(lambda *_: self.skip_landmark())
+        self.back_btn = self._button("\u25c0 back", "back_landmark")
+        self.skip_btn = self._button("skip \u25b6", "skip_landmark")
         self.names_check = QCheckBox("names")
         self.names_check.setChecked(True)
         self.names_check.toggled.connect(self._apply_names_visible)
-        for w in (self.back_btn, self.skip_btn, self.names_check):
-            row.addWidget(w)
-        v.addLayout(row)
-        row = QHBoxLayout()
-        self.undo_btn = QPushButton("Undo")
-        self.undo_btn.clicked.connect(lambda *_: self.undo())
-        self.pin_btn = QPushButton("Pin / unpin")
-        self.pin_btn.clicked.connect(lambda *_: self.toggle_pin())
-        row.addWidget(self.undo_btn)
-        row.addWidget(self.pin_btn)
-        v.addLayout(row)
+        v.addLayout(_hbox(self.back_btn, self.skip_btn, self.names_check))
+        self.undo_btn = self._button("Undo", "undo")
+        self.pin_btn = self._button("Pin / unpin", "toggle_pin")
+        v.addLayout(_hbox(self.undo_btn, self.pin_btn))
         lay.addWidget(box)
 
         box = QGroupBox("Model")
@@ -198,15 +200,10 @@ class AnnotationWidget(QWidget):
         form.addRow("shape weight \u03bb", self.lam_spin)
         form.addRow("jitter copies", self.jitter_spin)
         form.addRow("", self.face_check)
-        row = QHBoxLayout()
-        self.train_btn = QPushButton("Train")
-        self.train_btn.clicked.connect(lambda *_: self.train())
-        self.cancel_btn = QPushButton("Cancel")
+        self.train_btn = self._button("Train", "train")
+        self.cancel_btn = self._button("Cancel", "cancel")
         self.cancel_btn.setEnabled(False)
-        self.cancel_btn.clicked.connect(lambda *_: self.cancel())
-        row.addWidget(self.train_btn)
-        row.addWidget(self.cancel_btn)
-        form.addRow(row)
+        form.addRow(_hbox(self.train_btn, self.cancel_btn))
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
         form.addRow(self.progress_bar)
@@ -217,37 +214,21 @@ class AnnotationWidget(QWidget):
 
         box = QGroupBox("Fit")
         v = QVBoxLayout(box)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("start"))
         self.start_combo = QComboBox()
         for label, init in START_SOURCES:
             self.start_combo.addItem(label, init)
-        row.addWidget(self.start_combo, 1)
-        self.box_btn = QPushButton("Draw box")
-        self.box_btn.clicked.connect(lambda *_: self.draw_box())
-        row.addWidget(self.box_btn)
-        v.addLayout(row)
-        row = QHBoxLayout()
-        self.fit_btn = QPushButton("Fit")
-        self.fit_btn.clicked.connect(lambda *_: self.fit())
-        self.refit_btn = QPushButton("Re-fit with pins")
-        self.refit_btn.clicked.connect(lambda *_: self.refit())
-        self.fit_all_btn = QPushButton("Fit all unannotated")
-        self.fit_all_btn.clicked.connect(lambda *_: self.fit_all())
-        for w in (self.fit_btn, self.refit_btn, self.fit_all_btn):
-            row.addWidget(w)
-        v.addLayout(row)
+        self.box_btn = self._button("Draw box", "draw_box")
+        v.addLayout(_hbox(QLabel("start"), (self.start_combo, 1), self.box_btn))
+        self.fit_btn = self._button("Fit", "fit")
+        self.refit_btn = self._button("Re-fit with pins", "refit")
+        self.fit_all_btn = self._button("Fit all unannotated", "fit_all")
+        v.addLayout(_hbox(self.fit_btn, self.refit_btn, self.fit_all_btn))
         lay.addWidget(box)
 
-        row = QHBoxLayout()
-        self.accept_btn = QPushButton("Accept \u2713")
+        self.accept_btn = self._button("Accept \u2713", "accept")
         self.accept_btn.setStyleSheet("font-weight: bold")
-        self.accept_btn.clicked.connect(lambda *_: self.accept())
-        self.export_btn = QPushButton("Export\u2026")
-        self.export_btn.clicked.connect(lambda: self.export())
-        row.addWidget(self.accept_btn, 2)
-        row.addWidget(self.export_btn, 1)
-        lay.addLayout(row)
+        self.export_btn = self._button("Export\u2026", "export")
+        lay.addLayout(_hbox((self.accept_btn, 2), (self.export_btn, 1)))
 
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
