@@ -140,7 +140,7 @@ class FrameCache:
     are most of an iteration's cost, and a pose that differs by a fraction of a degree or a
     percent of scale gives practically the same patches. So the frame is kept until the
     pose's ``A`` differs by more than ``tol`` (relative) from the one it was made with, or a
-    patch would leave it. ``tol = 0`` re-warps at every call (Algorithm 1 as written); a
+    patch reaches past it that a frame warped with the new pose would hold better. ``tol = 0`` re-warps at every call (Algorithm 1 as written); a
     fitter may change :attr:`tol` between calls (wider at the coarse target widths).
 
     Patches are centred on the landmarks' positions in the *kept* frame, so the data
@@ -160,10 +160,20 @@ class FrameCache:
         A, A0 = pose_matrix(theta), pose_matrix(self.theta)
         if np.abs(A - A0).max() > self.tol * np.hypot(self.theta[0], self.theta[1]):
             return True
-        c = to_base_mesh(shape, self.theta, self.sm)
+        # A patch reaching past the frame reads its replicated border, not the image. A
+        # frame warped with the new pose helps only if it holds that patch better: a shape
+        # far from the mean (a turned face's jaw) can overhang every nearby pose's frame,
+        # and re-warping for it at each iteration changed nothing but the time.
+        over = self._overhang(to_base_mesh(shape, self.theta, self.sm))
+        return over > 0 and (self._overhang(to_base_mesh(shape, theta, self.sm))
+                             < over - self.spec.stride)
+
+    def _overhang(self, centres):
+        """How far (frame pixels) the farthest patch at ``centres`` reaches past the frame."""
         H, W = self.frame_shape
         e = self.spec.extent
-        return bool((c < e).any() or (c[:, 0] > W - 1 - e).any() or (c[:, 1] > H - 1 - e).any())
+        return max(0.0, e - centres.min(), centres[:, 0].max() - (W - 1 - e),
+                   centres[:, 1].max() - (H - 1 - e))
 
     def _update(self, shape, theta):
         if self._stale(shape, theta):
@@ -210,18 +220,22 @@ def _dense_hog(img, cell, n_bins):
     gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1)
     gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1)
     mag, ang = cv2.cartToPolar(gx, gy)
-    # Unsigned orientation in bins; each pixel votes into its two nearest bins.
-    b = (ang * np.float32(n_bins / np.pi)).ravel()
-    b0 = b.astype(np.int32)  # int32: the modulo below is twice as fast as on int64
-    m1 = mag.ravel() * (b - b0)
-    np.remainder(b0, n_bins, out=b0)
+    # Unsigned orientation in bins; each pixel votes into its two nearest bins. Everything
+    # stays float32 / int32 and branch-free (a masked subtraction instead of a modulo):
+    # this runs at every re-warp.
+    m = mag.ravel()
+    b = (ang * np.float32(n_bins / np.pi)).ravel()  # [0, 2 n_bins)
+    b -= np.float32(n_bins) * (b >= n_bins)  # [pi, 2 pi) is [0, pi) unsigned
+    b0 = b.astype(np.int32)  # b >= 0, so truncation is the floor
+    m1 = m * (b - b0.astype(np.float32))
+    b0 -= n_bins * (b0 == n_bins)  # OpenCV can return an angle of exactly 2 pi
     b1 = b0 + 1
-    b1[b1 == n_bins] = 0
+    b1 -= n_bins * (b1 == n_bins)
     base = _vote_base(b.size, n_bins)
     b0 += base
     b1 += base
     hist = np.zeros(b.size * n_bins, np.float32)
-    hist[b0] = mag.ravel() - m1
+    hist[b0] = m - m1
     hist[b1] = m1  # b1 != b0, so this never overwrites a vote
     hist = cv2.boxFilter(hist.reshape(img.shape + (n_bins,)), -1, (cell, cell),
                          borderType=cv2.BORDER_REFLECT)
