@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from napari_gsm import GSMParams, TrainParams, load_model, train
-from napari_gsm.methods.gsm import assemble, limit_step, newton_step, regulariser
+from napari_gsm.methods.gsm import (assemble, assemble_local, image_step, limit_step,
+                                    newton_step, regulariser)
 from synthetic import make_set, random_shape, render
 
 
@@ -98,6 +99,29 @@ def test_full_cost_gradient_and_hessian_match_finite_differences():
     # Exact except for the data term's dependence on the pose through the patch shape,
     # which GSM neglects (as the paper does): the bumps here have none, so it is exact.
     np.testing.assert_allclose(H, _fd_hess(grad, p), rtol=1e-5, atol=1e-5)
+
+
+def test_local_step_variables_give_the_same_system_and_step():
+    """assemble_local is assemble in du = J_s ds: T^-T g, T^-T H T^-1, the same Newton step."""
+    rng = np.random.default_rng(8)
+    p, s0vec, sm, prec = _problem(v=6, seed=8)
+    v, lam = 6, 0.3
+    resp = rng.normal(size=(v, 6))
+    resp[:, 3:5] += 4.0
+    theta_frame = np.array([0.63, 0.27, -4.0, 6.0])  # the kept frame's pose, not p's
+    a, b = p[2 * v], p[2 * v + 1]
+    Tinv = np.eye(2 * v + 4)
+    Tinv[:2 * v, :2 * v] = np.kron(np.linalg.inv([[a, -b], [b, a]]), np.eye(v))
+    for floor in (0.0, 0.5):
+        f, g, H = assemble(p, resp, s0vec, sm, prec, lam, floor, theta_frame)
+        fl, gl, Hl = assemble_local(p, resp, s0vec, sm, prec, lam, floor, theta_frame)
+        assert fl == pytest.approx(f, rel=1e-12)
+        np.testing.assert_allclose(gl, Tinv.T @ g, atol=1e-12 * np.abs(g).max())
+        np.testing.assert_allclose(Hl, Tinv.T @ H @ Tinv, atol=1e-12 * np.abs(H).max())
+        free = np.r_[1:6, 7:16]  # landmark 0 pinned
+        Hpd = H + 50 * np.eye(len(p))  # positive definite: an undamped step
+        step = image_step(newton_step(Tinv.T @ g, Tinv.T @ Hpd @ Tinv, free), p, v)
+        np.testing.assert_allclose(step, newton_step(g, Hpd, free), atol=1e-12)
 
 
 def test_newton_step_leaves_pinned_coordinates_alone():

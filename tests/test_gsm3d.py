@@ -6,7 +6,7 @@ import pytest
 from napari_gsm.methods.gsm3d import (assemble3d, assemble3d_reduced,
                                       load_gsm3d, projection_residual, rotate, skew, solve3d,
                                       terms3d)
-from napari_gsm.methods.gsm import newton_step, regulariser
+from napari_gsm.methods.gsm import image_step, newton_step, regulariser
 from napari_gsm.shape3d import (Shape3DModel, _project_rotation, euler_to_rotation,
                                 rotation_to_euler, to_vec3)
 
@@ -103,9 +103,14 @@ def test_structured_solve_equals_dense_solve(seed, n_modes, curvature):
     resp = rng.normal(0, 1, (v, 6))
     resp[:, 3:5] += curvature  # 0: an indefinite Hessian, so the damping loop runs
     lam, lam2, lam3 = 0.3, 0.2, 3.0
+    # The reduced system is in the step variables du = J_s ds: T^-T g and T^-T H T^-1.
+    a, b = p[2 * v], p[2 * v + 1]
+    Tinv = np.eye(len(p))
+    Tinv[:2 * v, :2 * v] = np.kron(np.linalg.inv([[a, -b], [b, a]]), np.eye(v))
     for floor in (0.0, 0.5):
         args = (p, R, resp, s0vec, sm, prec, lam, floor, S3_0)
-        f, g, H = assemble3d(*args, shape3d.precision, lam2, lam3)
+        f, g_s, H_s = assemble3d(*args, shape3d.precision, lam2, lam3)
+        g, H = Tinv.T @ g_s, Tinv.T @ H_s @ Tinv
         f_r, g_r, H_r = assemble3d_reduced(*args, V, iso, k_inv, lam2, lam3)
         assert np.isclose(f_r, f, rtol=1e-12)
         assert np.allclose(g_r, g, rtol=0, atol=1e-12 * np.abs(g).max())
@@ -118,6 +123,12 @@ def test_structured_solve_equals_dense_solve(seed, n_modes, curvature):
             fast = solve3d(g_r, H_r, free_s)
             assert np.abs(fast - dense).max() <= 1e-9 * np.abs(dense).max()
             assert np.array_equal(fast[:2 * v][~free_s], np.zeros((~free_s).sum()))
+            # Undamped, a Newton step does not depend on the variables: mapped back, it
+            # is the image-frame step.
+            if np.linalg.eigvalsh(H_s[np.ix_(free, free)]).min() > 0:
+                ds = newton_step(g_s, H_s, free)
+                np.testing.assert_allclose(image_step(fast.copy(), p, v), ds,
+                                           atol=1e-9 * np.abs(ds).max())
     if curvature == 0:
         assert np.linalg.eigvalsh(H).min() < 0  # the damped branch was exercised
 

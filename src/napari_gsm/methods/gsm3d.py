@@ -21,10 +21,12 @@ Hessian, and the GSM 2D part through :func:`~napari_gsm.methods.gsm.assemble` (d
 its eigenvalue floor, 2D prior). The step is GSM's damped Newton step
 (:func:`~napari_gsm.methods.gsm.newton_step`) on the whole system, but it is not solved
 densely: :func:`assemble3d_reduced` keeps the Hessian factored and :func:`solve3d` eliminates
-``S3`` by a Schur complement. ``Sigma_3`` is PPCA-shaped (``V V^T + c I``, k modes) and the
+``S3`` by a Schur complement. Like GSM 2D's fit, it takes the step in the landmarks'
+reference-frame move ``du = J_s ds`` (:func:`~napari_gsm.methods.gsm.assemble_local`), where
+the residual's derivative in the landmarks is the identity. ``Sigma_3`` is PPCA-shaped (``V V^T + c I``, k modes) and the
 projection couples ``S3`` through Kronecker products ``M (x) I_v``, so ``H_yy^-1`` is a 3x3
 inverse Kronecker ``I_v`` plus a rank-k Woodbury correction, and the reduced system on
-``(s, theta, camera)`` is GSM 2D's system plus structured terms: one ``(2v+10)^2`` Cholesky
+``(du, theta, camera)`` is GSM 2D's system plus structured terms: one ``(2v+10)^2`` Cholesky
 and ``O(v^2 k)`` work per iteration instead of a ``(5v+10)^2`` one (the dense
 :func:`assemble3d` stays as the reference the tests compare with; it is used only when
 ``lam2 = 0``). After each step the rotation is updated
@@ -49,7 +51,8 @@ from ..result import FitResult
 from ..shape import from_vec, to_vec
 from ..shape3d import (Shape3DModel, _check_mean3d, from_vec3, load_mean3d,
                        nrsfm, ortho_procrustes, rotation_to_euler)
-from .gsm import assemble, level_data, limit_step, newton_step, next_level, start_schedule
+from .gsm import (assemble, assemble_local, image_step, level_data, limit_step, newton_step,
+                  next_level, start_schedule)
 
 __all__ = ["GSM3DState", "train_gsm3d", "load_gsm3d", "fit_gsm3d", "projection_residual",
            "terms3d", "assemble3d", "assemble3d_reduced", "solve3d", "skew", "rotate"]
@@ -320,11 +323,12 @@ def assemble3d(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, prec3, lam2, lam3,
 
 
 class _Reduced:
-    """The Hessian of :func:`assemble3d` in factored form, for :func:`solve3d`.
+    """The Hessian of :func:`assemble3d` in factored form and step variables, for :func:`solve3d`.
 
-    With ``x = (s, theta, camera)`` (``2v + 10`` values) and ``y = S3`` (``3v``)::
+    With ``x = (du, theta, camera)`` (``2v + 10`` values, ``du = J_s ds`` as in
+    :func:`~napari_gsm.methods.gsm.assemble_local`) and ``y = S3`` (``3v``)::
 
-        H_xx  dense (2v+10, 2v+10): GSM 2D's Hessian plus the residual's s / thin part,
+        H_xx  dense (2v+10, 2v+10): GSM 2D's Hessian plus the residual's du / thin part,
         H_xy  = [Bs (x) I_v ; E]      Bs (2, 3), E (10, 3v)
         H_yy  = N0 (x) I_v - V Q V^T  N0 (3, 3), V (3v, k), Q (k, k)
 
@@ -340,7 +344,11 @@ class _Reduced:
 
 def assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, basis, iso, k_inv,
                        lam2, lam3, theta_data=None):
-    """:func:`assemble3d` without forming the ``(5v+10)^2`` Hessian.
+    """:func:`assemble3d` without forming the ``(5v+10)^2`` Hessian, in step variables.
+
+    The landmark part of the step is ``du = J_s ds``: with ``T = blockdiag(J_s, I)`` the
+    gradient is ``T^-T g`` and the Hessian ``T^-T H T^-1`` of :func:`assemble3d`'s (the
+    tests check this); :func:`~napari_gsm.methods.gsm.image_step` maps the step back.
 
     Parameters
     ----------
@@ -355,31 +363,30 @@ def assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, basis, iso
     -------
     value : float
     grad : (5v+10,) array
-        Equal to :func:`assemble3d`'s gradient.
+        :func:`assemble3d`'s gradient in the step variables.
     hess : _Reduced
         Its Hessian, factored for :func:`solve3d`.
     """
     n2 = len(s0vec)
     v = n2 // 2
-    f2, g2, H2 = assemble(p[:n2 + 4], resp, s0vec, sm, prec, lam, floor, theta_data)
-    a, b = p[n2], p[n2 + 1]
+    f2, g2, H2 = assemble_local(p[:n2 + 4], resp, s0vec, sm, prec, lam, floor, theta_data)
     sigma = p[5 * v + 4]
     r, T, Ro = _residual_parts(p, R, sm)
     w3 = 2 * lam3
-    rx, ry = r[:v], r[v:]
-    Tx, Ty = T[:v], T[v:]
-    # H_xx in the order (s, theta, camera): GSM 2D's block, then 2 lam3 [J_s T]^T [J_s T].
-    Hxx = np.zeros((n2 + 10, n2 + 10))
+    # In the step variable du = J_s ds the residual's derivative in the landmarks is the
+    # identity (r is measured in the reference frame), so the s rows below are plain.
+    # H_xx in the order (du, theta, camera): GSM 2D's block, then 2 lam3 [I T]^T [I T].
+    Hxx = np.empty((n2 + 10, n2 + 10))
     Hxx[:n2 + 4, :n2 + 4] = H2
-    i = np.arange(n2)
-    Hxx[i, i] += w3 * (a * a + b * b)
-    JsT = w3 * np.vstack([a * Tx + b * Ty, -b * Tx + a * Ty])
-    Hxx[:n2, n2:] += JsT
-    Hxx[n2:, :n2] += JsT.T
+    Hxx[:n2 + 4, n2 + 4:] = 0
+    Hxx[n2 + 4:, :n2 + 4] = 0
+    Hxx[n2 + 4:, n2 + 4:] = 0
+    Hxx.flat[:(n2 * (n2 + 11)):n2 + 11] += w3
+    Hxx[:n2, n2:] += w3 * T
+    Hxx[n2:, :n2] += w3 * T.T
     Hxx[n2:, n2:] += w3 * T.T @ T
-    # Coupling: d r / d s = A (x) I_v against d r / d S3 = -sigma R_o (x) I_v.
-    A = np.array([[a, -b], [b, a]])
-    Bs = -w3 * sigma * A.T @ Ro
+    # Coupling: d r / d du = I against d r / d S3 = -sigma R_o (x) I_v.
+    Bs = -w3 * sigma * Ro
     E = (-w3 * sigma * Ro.T @ T.reshape(2, v * 10)).reshape(3 * v, 10).T
     N0 = w3 * sigma**2 * Ro.T @ Ro + (2 * lam2 / iso) * np.eye(3)
     Q = (2 * lam2 / iso**2) * k_inv
@@ -388,8 +395,7 @@ def assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, basis, iso
     Pd = d / iso - basis @ (k_inv @ (basis.T @ d)) / iso**2
     grad = np.empty(5 * v + 10)
     grad[:n2 + 4] = g2
-    grad[:v] += w3 * (a * rx + b * ry)
-    grad[v:n2] += w3 * (-b * rx + a * ry)
+    grad[:n2] += w3 * r
     grad[n2:n2 + 4] += w3 * T[:, :4].T @ r
     grad[n2 + 4:5 * v + 4] = (-w3 * sigma * Ro.T @ r.reshape(2, v)).reshape(-1) + 2 * lam2 * Pd
     grad[5 * v + 4:] = w3 * T[:, 4:].T @ r
@@ -402,7 +408,7 @@ def solve3d(grad, hess, free_s=None):
 
     ``S3`` is eliminated by a Schur complement: ``H_yy^-1`` is ``N^-1 (x) I_v`` corrected by
     Woodbury in the ``k`` deformation modes, so the reduced ``(2v+10)`` system on
-    ``(s, theta, camera)`` is GSM 2D's system plus structured terms, built in
+    ``(du, theta, camera)`` is GSM 2D's system plus structured terms, built in
     ``O(v^2 k)`` and solved by one Cholesky factorisation of GSM 2D's size. The Levenberg
     damping ``mu I`` of the full system (same schedule and scale as ``newton_step``) becomes
     ``mu`` on the diagonals of ``H_xx`` and ``N``; the full Hessian is positive definite
@@ -419,6 +425,7 @@ def solve3d(grad, hess, free_s=None):
     Returns
     -------
     step : (5v+10,) array
+        In the step variables of :func:`assemble3d_reduced`.
     """
     Hxx, Bs, E, N0, V, Q = hess.Hxx, hess.Bs, hess.E, hess.N0, hess.V, hess.Q
     nx = len(Hxx)
@@ -556,7 +563,7 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
             f, grad, H = assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0,
                                             state.basis, state.iso, state.k_inv, lam2, lam3,
                                             frames.theta)
-            step = solve3d(grad, H, free_s)
+            step = image_step(solve3d(grad, H, free_s), p, v)
         else:  # no 3D prior: H_yy is singular in depth, leave it to the damped dense solve
             f, grad, H = assemble3d(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, prec3,
                                     lam2, lam3, frames.theta)
