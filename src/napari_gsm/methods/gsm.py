@@ -16,6 +16,11 @@ made positive definite by replacing its eigenvalues ``l`` with ``max(|l|, floor)
 (``floor = curvature_floor / sigma^2``, the curvature of a unit Gaussian peak scaled), the
 full Hessian gets Levenberg damping if it is still not positive definite, and a step that
 would move a landmark more than ``max_step`` reference pixels is shortened.
+
+The fitter takes each step in the landmarks' reference-frame move ``du = A ds``
+(:func:`assemble_local`, mapped back by :func:`image_step`): the same Newton step, cheaper
+to build, and its damping then weighs landmark moves in reference pixels whatever the
+image's scale. :func:`assemble` is the image-frame reference the tests differentiate.
 """
 
 from __future__ import annotations
@@ -189,9 +194,8 @@ def assemble_local(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
     landmarks into the reference frame. A Newton step does not depend on the variables it
     is taken in, and in these the prior's ``(s, s)`` block is the constant
     ``2 lam Sigma^-1`` (in ``s`` it is ``2 lam J_s^T Sigma^-1 J_s``, rebuilt at every
-    iteration) and the data blocks are the detectors' reference-frame blocks, so an
-    iteration does O(v^2) copying instead of O(v^2) arithmetic passes. Map the step back
-    with :func:`image_step`. Returns ``(cost, grad, H)`` as :func:`assemble` does, with
+    iteration) and the data blocks are the detectors' reference-frame blocks. Map the step
+    back with :func:`image_step`. Returns ``(cost, grad, H)`` as :func:`assemble` does, with
     ``grad = J^-T grad_s`` and ``H = J^-T H_s J^-1`` (``J = J_s`` on ``s``, ``I`` on
     ``theta``); the tests check this against :func:`assemble`.
     """
