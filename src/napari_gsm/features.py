@@ -140,8 +140,9 @@ class FrameCache:
     are most of an iteration's cost, and a pose that differs by a fraction of a degree or a
     percent of scale gives practically the same patches. So the frame is kept until the
     pose's ``A`` differs by more than ``tol`` (relative) from the one it was made with, or a
-    patch reaches past it that a frame warped with the new pose would hold better. ``tol = 0`` re-warps at every call (Algorithm 1 as written); a
-    fitter may change :attr:`tol` between calls (wider at the coarse target widths).
+    patch reaches past it that a frame warped with the new pose would hold better.
+    ``tol = 0`` re-warps at every call (Algorithm 1 as written); a fitter may change
+    :attr:`tol` between calls (wider at the coarse target widths).
 
     Patches are centred on the landmarks' positions in the *kept* frame, so the data
     derivatives must be mapped to the image with the kept pose, :attr:`theta`.
@@ -169,7 +170,7 @@ class FrameCache:
                              < over - self.spec.stride)
 
     def _overhang(self, centres):
-        """How far (frame pixels) the farthest patch at ``centres`` reaches past the frame."""
+        """How far (frame pixels) the patches at ``centres`` reach past the frame, at most."""
         H, W = self.frame_shape
         e = self.spec.extent
         return max(0.0, e - centres.min(), centres[:, 0].max() - (W - 1 - e),

@@ -187,7 +187,7 @@ def assemble(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
     return D + lam * R, grad, H
 
 
-def assemble_local(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
+def assemble_local(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None, out=None):
     """:func:`assemble` in the step variables ``(du, dtheta)``, ``du = J_s ds``.
 
     ``J_s = A (x) I_v`` (``A`` of the pose in ``p``) maps an image-frame move of the
@@ -197,7 +197,8 @@ def assemble_local(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
     iteration) and the data blocks are the detectors' reference-frame blocks. Map the step
     back with :func:`image_step`. Returns ``(cost, grad, H)`` as :func:`assemble` does, with
     ``grad = J^-T grad_s`` and ``H = J^-T H_s J^-1`` (``J = J_s`` on ``s``, ``I`` on
-    ``theta``); the tests check this against :func:`assemble`.
+    ``theta``); the tests check this against :func:`assemble`. ``out``: an array whose top
+    left ``(2v+4, 2v+4)`` block receives ``H`` (GSM 2D+3D's larger system), else a new one.
     """
     n2 = len(s0vec)
     v = n2 // 2
@@ -223,7 +224,7 @@ def assemble_local(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
     grad[:v] += gd[:, 0]
     grad[v:n2] += gd[:, 1]
     grad[n2:] = lam * (Jt.T @ q)
-    H = np.empty((n2 + 4, n2 + 4))
+    H = np.empty((n2 + 4, n2 + 4)) if out is None else out[:n2 + 4, :n2 + 4]
     np.multiply(prec, 2 * lam, out=H[:n2, :n2])
     i = np.arange(v)
     H[i, i] += Hd[:, 0, 0]

@@ -16,22 +16,23 @@ lives in the **reference frame** (``S(s, theta) = s_BM``), where the 3D model is
 ``lam3`` weighs reference pixels squared, like the 2D prior. (The paper writes ``r`` with the
 image-frame ``s``, so ``dr/dtheta = 0`` there; here ``dr/dtheta = ds_BM/dtheta``.)
 
-``r`` enters with Gauss-Newton (``2 lam3 J_r^T J_r``), the 3D prior with its exact (constant)
-Hessian, and the GSM 2D part through :func:`~napari_gsm.methods.gsm.assemble` (data term with
-its eigenvalue floor, 2D prior). The step is GSM's damped Newton step
+``r`` enters with Gauss-Newton (``2 lam3 J_r^T J_r``), the 3D prior with its exact
+(constant) Hessian, and the GSM 2D part through :func:`~napari_gsm.methods.gsm.assemble`
+(data term with its eigenvalue floor, 2D prior). The step is GSM's damped Newton step
 (:func:`~napari_gsm.methods.gsm.newton_step`) on the whole system, but it is not solved
-densely: :func:`assemble3d_reduced` keeps the Hessian factored and :func:`solve3d` eliminates
-``S3`` by a Schur complement. Like GSM 2D's fit, it takes the step in the landmarks'
-reference-frame move ``du = J_s ds`` (:func:`~napari_gsm.methods.gsm.assemble_local`), where
-the residual's derivative in the landmarks is the identity. ``Sigma_3`` is PPCA-shaped (``V V^T + c I``, k modes) and the
+densely: :func:`assemble3d_reduced` keeps the Hessian factored and :func:`solve3d`
+eliminates ``S3`` by a Schur complement. Like GSM 2D's fit, it takes the step in the
+landmarks' reference-frame move ``du = J_s ds``
+(:func:`~napari_gsm.methods.gsm.assemble_local`), where the residual's derivative in the
+landmarks is the identity. ``Sigma_3`` is PPCA-shaped (``V V^T + c I``, k modes) and the
 projection couples ``S3`` through Kronecker products ``M (x) I_v``, so ``H_yy^-1`` is a 3x3
 inverse Kronecker ``I_v`` plus a rank-k Woodbury correction, and the reduced system on
 ``(du, theta, camera)`` is GSM 2D's system plus structured terms: one ``(2v+10)^2`` Cholesky
 and ``O(v^2 k)`` work per iteration instead of a ``(5v+10)^2`` one (the dense
 :func:`assemble3d` stays as the reference the tests compare with; it is used only when
-``lam2 = 0``). After each step the rotation is updated
-multiplicatively, ``R <- R (I + [dtheta]_x)`` (eq. 41), projected back to a rotation by SVD
-(det +1), and ``dtheta`` reset to 0.
+``lam2 = 0``). After each step the rotation is updated multiplicatively,
+``R <- R (I + [dtheta]_x)`` (eq. 41), projected back to a rotation by SVD (det +1), and
+``dtheta`` reset to 0.
 
 Sign of the rotation derivative: ``d/d dtheta_k [-sigma R (I + [dtheta]_x) X] =
 -sigma R [e_k]_x X`` (appendix A.2 prints it with the opposite sign); the tests check it
@@ -40,6 +41,7 @@ against finite differences.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -76,13 +78,17 @@ def rotate(R, w):
     rotation) is ``M (u u^T + (I - u u^T) / sqrt(1 + |w|^2))``, ``u = w / |w|``: the same
     as :func:`~napari_gsm.shape3d._project_rotation` without an SVD.
     """
-    w = np.asarray(w, float)
-    n2 = w @ w
-    M = R @ (np.eye(3) + skew(w))
+    x, y, z = (float(t) for t in w)
+    n2 = x * x + y * y + z * z
     if n2 == 0:
-        return M
+        return np.array(R, float)
+    # (I + [w]_x)(c I + (1 - c) u u^T) = c (I + [w]_x) + (1 - c) u u^T, as [w]_x u = 0;
+    # built from scalars: it runs once per iteration of every GSM 2D+3D fit.
     c = 1 / np.sqrt(1 + n2)
-    return M @ (c * np.eye(3) + (1 - c) * np.outer(w, w) / n2)
+    k = (1 - c) / n2
+    return R @ np.array([[c + k * x * x, k * x * y - c * z, k * x * z + c * y],
+                         [k * x * y + c * z, c + k * y * y, k * y * z - c * x],
+                         [k * x * z - c * y, k * y * z + c * x, c + k * z * z]])
 
 
 @dataclass
@@ -118,6 +124,22 @@ class GSM3DState:
         self.iso = self.shape3d.noise_var + self.shape3d.var_floor
         k = self.basis.shape[1]
         self.k_inv = np.linalg.inv(np.eye(k) + self.basis.T @ self.basis / self.iso)
+        self._mean_camera = None  # (s0, camera) of the last start_camera on a mean shape
+
+    def start_camera(self, s_bm, s0):
+        """Camera ``(sigma, R, o)`` of the 3D mean fitted to a reference-frame start shape.
+
+        A start from a box, the prior or the face detector is the mean shape ``s0`` placed
+        by a similarity, so in the reference frame it *is* ``s0``: its camera is computed
+        once (per ``s0``: an incremental update moves it) and reused.
+        """
+        if np.abs(s_bm - s0).max() <= 1e-9 * (1 + np.abs(s0).max()):
+            cached = self._mean_camera
+            if cached is None or not np.array_equal(cached[0], s0):
+                cached = self._mean_camera = (np.array(s0), _init_3d(self.shape3d.mean, s0))
+            sigma, R, o = cached[1]
+            return sigma, R.copy(), o.copy()
+        return _init_3d(self.shape3d.mean, s_bm)
 
     def to_arrays(self):
         return self.shape3d.to_arrays()
@@ -207,20 +229,22 @@ def _residual_parts(p, R, sm):
     sigma = p[5 * v + 4]
     dth = p[5 * v + 5:5 * v + 8]
     o = p[5 * v + 8:5 * v + 10]
-    Ro = (R @ (np.eye(3) + skew(dth)))[:2]
+    Ro = (R @ (np.eye(3) + skew(dth)))[:2] if dth.any() else R[:2]  # fits reset dth to 0
     dx = p[:v] - sm[0]
     dy = p[v:n2] - sm[1]
-    proj = Ro @ S3  # (2, v)
-    r = np.concatenate([a * dx - b * dy + tx + sm[0] - sigma * proj[0] - o[0],
-                        b * dx + a * dy + ty + sm[1] - sigma * proj[1] - o[1]])
+    proj = (Ro @ S3).reshape(-1)  # (2v,)
+    r = np.empty(n2)
+    r[:v] = a * dx - b * dy + (tx + sm[0] - o[0])
+    r[v:] = b * dx + a * dy + (ty + sm[1] - o[1])
+    r -= sigma * proj
     T = np.zeros((n2, 10))
-    T[:, 0] = np.concatenate([dx, dy])  # d s_BM / d theta
-    T[:, 1] = np.concatenate([-dy, dx])
+    T[:v, 0], T[v:, 0] = dx, dy  # d s_BM / d theta
+    T[:v, 1], T[v:, 1] = -dy, dx
     T[:v, 2] = 1
     T[v:, 3] = 1
-    T[:, 4] = -proj.reshape(-1)  # d r / d sigma
-    RG = np.einsum("ij,kjl->kil", R[:2], _GEN)  # (R [e_k]_x)[:2]
-    T[:, 5:8] = -sigma * np.einsum("kic,cv->ivk", RG, S3).reshape(n2, 3)
+    T[:, 4] = -proj  # d r / d sigma
+    RG = R[:2] @ _GEN  # (R [e_k]_x)[:2], k = x, y, z
+    T[:, 5:8] = -sigma * (RG @ S3).transpose(1, 2, 0).reshape(n2, 3)
     T[:v, 8] = -1
     T[v:, 9] = -1
     return r, T, Ro
@@ -323,7 +347,7 @@ def assemble3d(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, prec3, lam2, lam3,
 
 
 class _Reduced:
-    """The Hessian of :func:`assemble3d` in factored form and step variables, for :func:`solve3d`.
+    """:func:`assemble3d`'s Hessian, factored and in step variables, for :func:`solve3d`.
 
     With ``x = (du, theta, camera)`` (``2v + 10`` values, ``du = J_s ds`` as in
     :func:`~napari_gsm.methods.gsm.assemble_local`) and ``y = S3`` (``3v``)::
@@ -369,18 +393,17 @@ def assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, basis, iso
     """
     n2 = len(s0vec)
     v = n2 // 2
-    f2, g2, H2 = assemble_local(p[:n2 + 4], resp, s0vec, sm, prec, lam, floor, theta_data)
+    # H_xx in the order (du, theta, camera): GSM 2D's block, then 2 lam3 [I T]^T [I T].
+    Hxx = np.empty((n2 + 10, n2 + 10))
+    Hxx[:n2 + 4, n2 + 4:] = 0
+    Hxx[n2 + 4:] = 0
+    f2, g2, _ = assemble_local(p[:n2 + 4], resp, s0vec, sm, prec, lam, floor, theta_data,
+                               out=Hxx)
     sigma = p[5 * v + 4]
     r, T, Ro = _residual_parts(p, R, sm)
     w3 = 2 * lam3
     # In the step variable du = J_s ds the residual's derivative in the landmarks is the
-    # identity (r is measured in the reference frame), so the s rows below are plain.
-    # H_xx in the order (du, theta, camera): GSM 2D's block, then 2 lam3 [I T]^T [I T].
-    Hxx = np.empty((n2 + 10, n2 + 10))
-    Hxx[:n2 + 4, :n2 + 4] = H2
-    Hxx[:n2 + 4, n2 + 4:] = 0
-    Hxx[n2 + 4:, :n2 + 4] = 0
-    Hxx[n2 + 4:, n2 + 4:] = 0
+    # identity (r is measured in the reference frame), so the du rows below are plain.
     Hxx.flat[:(n2 * (n2 + 11)):n2 + 11] += w3
     Hxx[:n2, n2:] += w3 * T
     Hxx[n2:, :n2] += w3 * T.T
@@ -437,22 +460,21 @@ def solve3d(grad, hess, free_s=None):
     Et = np.ascontiguousarray(E.T).reshape(3, v * 10)  # E^T, (3v, 10)
     gx = np.concatenate([grad[:n2 + 4], grad[5 * v + 4:]])
     gy = grad[n2 + 4:5 * v + 4]
-    fx = np.ones(nx, bool)
-    if free_s is not None:
-        fx[:n2] = free_s
-    fidx = fx.nonzero()[0]
-    all_free = len(fidx) == nx
+    fx = None if free_s is None else np.concatenate([free_s, np.ones(10, bool)])
+    fidx = None if fx is None else fx.nonzero()[0]
+    kron_idx = _kron_diagonals(v, nx)
     mu = scale = 0.0
-    eye_k = np.eye(k)
-    # Flat indices of the four diagonals of the (s, s) block, where C (x) I_v goes.
-    i = np.arange(v)
-    kron_idx = ((np.arange(2)[:, None, None] * v + i) * nx
-                + (np.arange(2)[None, :, None] * v + i)).reshape(-1)
     for _ in range(30):
-        Ni = np.linalg.inv(N0 + mu * np.eye(3))
+        Ni = _inv3(N0 + mu * np.eye(3) if mu else N0)
         DVf = (Ni @ Vr).reshape(3 * v, k)  # D^-1 V, D = N (x) I_v
-        Z = np.linalg.solve(eye_k - Q @ (V.T @ DVf), Q) if k else Q
-        Z = (Z + Z.T) / 2  # H_yy^-1 = D^-1 + D^-1 V Z V^T D^-1
+        if k:  # Z = (I - Q V^T D^-1 V)^-1 Q
+            M = Q @ (V.T @ DVf)
+            M *= -1
+            M.flat[::k + 1] += 1
+            Z = np.linalg.solve(M, Q)
+            Z = (Z + Z.T) / 2  # H_yy^-1 = D^-1 + D^-1 V Z V^T D^-1
+        else:
+            Z = Q
         BN = Bs @ Ni
         S = Hxx.copy()
         if mu:
@@ -463,15 +485,18 @@ def solve3d(grad, hess, free_s=None):
         S[:n2, n2:] -= sT
         S[n2:, :n2] -= sT.T
         S[n2:, n2:] -= E @ (Ni @ Et).reshape(3 * v, 10)
-        L = np.vstack([(Bs @ DVf.reshape(3, v * k)).reshape(n2, k), E @ DVf])
+        L = np.empty((nx, k))
+        L[:n2] = (Bs @ DVf.reshape(3, v * k)).reshape(n2, k)
+        L[n2:] = E @ DVf
         S -= (L @ Z) @ L.T
         try:
-            c = cho_factor(S if all_free else S[np.ix_(fidx, fidx)], check_finite=False)
+            c = cho_factor(S if fidx is None else S[np.ix_(fidx, fidx)], check_finite=False)
             break
         except np.linalg.LinAlgError:
             if not scale:  # newton_step's scale: the mean |diagonal| of the free Hessian
+                diag_x = np.diag(Hxx) if fx is None else np.diag(Hxx)[fx]
                 diag_y = np.repeat(np.diag(N0), v) - ((V @ Q) * V).sum(1)
-                scale = np.abs(np.concatenate([np.diag(Hxx)[fx], diag_y])).mean() + 1e-12
+                scale = np.abs(np.concatenate([diag_x, diag_y])).mean() + 1e-12
             mu = max(2 * mu, 1e-6 * scale)
     else:  # pragma: no cover - only for NaN input
         raise FloatingPointError("Hessian could not be made positive definite")
@@ -481,14 +506,37 @@ def solve3d(grad, hess, free_s=None):
 
     u = hyy_inv(gy)
     gred = gx - np.concatenate([(Bs @ u.reshape(3, v)).reshape(-1), E @ u])
-    dx = np.zeros(nx)
-    dx[fidx] = -cho_solve(c, gred[fidx], check_finite=False)
+    if fidx is None:
+        dx = -cho_solve(c, gred, check_finite=False)
+    else:
+        dx = np.zeros(nx)
+        dx[fidx] = -cho_solve(c, gred[fidx], check_finite=False)
     dy = -hyy_inv(gy + (Bs.T @ dx[:n2].reshape(2, v)).reshape(-1) + E.T @ dx[n2:])
     step = np.empty(5 * v + 10)
     step[:n2 + 4] = dx[:n2 + 4]
     step[n2 + 4:5 * v + 4] = dy
     step[5 * v + 4:] = dx[n2 + 4:]
     return step
+
+
+def _inv3(N):
+    """Inverse of a 3x3 matrix by cofactors (``np.linalg.inv``'s call costs more here)."""
+    a, b, c, d, e, f, g, h, i = N.ravel().tolist()
+    A, B, C = e * i - f * h, f * g - d * i, d * h - e * g
+    det = a * A + b * B + c * C
+    return np.array([[A, c * h - b * i, b * f - c * e],
+                     [B, a * i - c * g, c * d - a * f],
+                     [C, b * g - a * h, a * e - b * d]]) / det
+
+
+@functools.lru_cache(maxsize=4)
+def _kron_diagonals(v, nx):
+    """Flat indices of the four diagonals of the (du, du) block, where ``C (x) I_v`` goes."""
+    i = np.arange(v)
+    idx = ((np.arange(2)[:, None, None] * v + i) * nx
+           + (np.arange(2)[None, :, None] * v + i)).reshape(-1)
+    idx.flags.writeable = False  # shared between calls
+    return idx
 
 
 def _init_3d(shape3d_mean, s_bm):
@@ -545,7 +593,7 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     free = np.concatenate([~pinned, ~pinned, np.ones(3 * v + 10, bool)]).nonzero()[0]
     s = np.asarray(start, float)
     theta = pose_from_shape(s, shape_model.s0, sm)
-    sigma, R, o = _init_3d(state.shape3d.mean, to_base_mesh(s, theta, sm))
+    sigma, R, o = state.start_camera(to_base_mesh(s, theta, sm), shape_model.s0)
     p = np.concatenate([to_vec(s), theta, S3_0, [sigma, 0, 0, 0], o])
     hist, costs = [s.copy()], []
     converged = False
