@@ -37,7 +37,7 @@ from ..result import FitResult
 from ..shape import from_vec, to_vec
 
 __all__ = ["GSMParams", "regulariser", "data_terms", "assemble", "assemble_local", "image_step",
-           "newton_step", "limit_step",
+           "base_mesh", "newton_step", "limit_step",
            "start_schedule", "frame_tolerance", "level_data", "next_level", "fit_gsm"]
 
 
@@ -90,18 +90,11 @@ def regulariser(p, s0vec, sm, prec):
     """
     n2 = len(s0vec)
     v = n2 // 2
-    a, b, tx, ty = p[n2:]
-    dx = p[:v] - sm[0]
-    dy = p[v:n2] - sm[1]
-    r = np.concatenate([a * dx - b * dy + tx + sm[0], b * dx + a * dy + ty + sm[1]]) - s0vec
+    a, b = p[n2], p[n2 + 1]
+    s_bm, Jt = base_mesh(p, sm, v)  # Jt: the columns of J = d s_BM / d theta
+    r = s_bm - s0vec
     Pr = prec @ r
     R = r @ Pr
-    # Columns of J = d s_BM / d theta (eqs. 26-27).
-    Jt = np.zeros((n2, 4))
-    Jt[:, 0] = np.concatenate([dx, dy])
-    Jt[:, 1] = np.concatenate([-dy, dx])
-    Jt[:v, 2] = 1
-    Jt[v:, 3] = 1
     q = 2 * Pr
     grad = np.empty(n2 + 4)
     grad[:n2] = _left_sim_t(q[:, None], a, b)[:, 0]  # J_s^T q (the factor eq. 24 drops)
@@ -187,7 +180,27 @@ def assemble(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
     return D + lam * R, grad, H
 
 
-def assemble_local(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None, out=None):
+def base_mesh(p, sm, v):
+    """``S(s, theta)`` as a ``(2v,)`` vector and its Jacobian in ``theta``, ``(2v, 4)``.
+
+    ``p`` starts with ``(s, theta)`` (eqs. 2 and 26-27).
+    """
+    a, b, tx, ty = p[2 * v:2 * v + 4]
+    dx = p[:v] - sm[0]
+    dy = p[v:2 * v] - sm[1]
+    s_bm = np.empty(2 * v)
+    s_bm[:v] = a * dx - b * dy + (tx + sm[0])
+    s_bm[v:] = b * dx + a * dy + (ty + sm[1])
+    Jt = np.zeros((2 * v, 4))
+    Jt[:v, 0], Jt[v:, 0] = dx, dy
+    Jt[:v, 1], Jt[v:, 1] = -dy, dx
+    Jt[:v, 2] = 1
+    Jt[v:, 3] = 1
+    return s_bm, Jt
+
+
+def assemble_local(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None, out=None,
+                   base=None):
     """:func:`assemble` in the step variables ``(du, dtheta)``, ``du = J_s ds``.
 
     ``J_s = A (x) I_v`` (``A`` of the pose in ``p``) maps an image-frame move of the
@@ -198,22 +211,17 @@ def assemble_local(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None, ou
     back with :func:`image_step`. Returns ``(cost, grad, H)`` as :func:`assemble` does, with
     ``grad = J^-T grad_s`` and ``H = J^-T H_s J^-1`` (``J = J_s`` on ``s``, ``I`` on
     ``theta``); the tests check this against :func:`assemble`. ``out``: an array whose top
-    left ``(2v+4, 2v+4)`` block receives ``H`` (GSM 2D+3D's larger system), else a new one.
+    left ``(2v+4, 2v+4)`` block receives ``H`` (GSM 2D+3D's larger system), else a new one;
+    ``base``: :func:`base_mesh` of ``p``, when the caller has it.
     """
     n2 = len(s0vec)
     v = n2 // 2
-    a, b, tx, ty = p[n2:]
+    a, b = p[n2], p[n2 + 1]
     rho = a * a + b * b
-    dx = p[:v] - sm[0]
-    dy = p[v:n2] - sm[1]
-    r = np.concatenate([a * dx - b * dy + tx + sm[0], b * dx + a * dy + ty + sm[1]]) - s0vec
+    s_bm, Jt = base_mesh(p, sm, v) if base is None else base
+    r = s_bm - s0vec
     q = 2 * (prec @ r)  # the prior's gradient in the reference frame
     qx, qy = q[:v], q[v:]
-    Jt = np.zeros((n2, 4))  # d s_BM / d theta (eqs. 26-27)
-    Jt[:v, 0], Jt[v:, 0] = dx, dy
-    Jt[:v, 1], Jt[v:, 1] = -dy, dx
-    Jt[:v, 2] = 1
-    Jt[v:, 3] = 1
     # Data blocks were measured in the kept frame (pose A_f): in du they are seen through
     # B = A_f A^-1, a similarity (complex division of a_f + i b_f by a + i b).
     af, bf = (a, b) if theta_data is None else theta_data[:2]

@@ -53,8 +53,8 @@ from ..result import FitResult
 from ..shape import from_vec, to_vec
 from ..shape3d import (Shape3DModel, _check_mean3d, from_vec3, load_mean3d,
                        nrsfm, ortho_procrustes, rotation_to_euler)
-from .gsm import (assemble, assemble_local, image_step, level_data, limit_step, newton_step,
-                  next_level, start_schedule)
+from .gsm import (assemble, assemble_local, base_mesh, image_step, level_data, limit_step,
+                  newton_step, next_level, start_schedule)
 
 __all__ = ["GSM3DState", "train_gsm3d", "load_gsm3d", "fit_gsm3d", "projection_residual",
            "terms3d", "assemble3d", "assemble3d_reduced", "solve3d", "skew", "rotate"]
@@ -216,35 +216,30 @@ def load_gsm3d(arrays, params):
                       source=params.get("source", "nrsfm"))
 
 
-def _residual_parts(p, R, sm):
+def _residual_parts(p, R, sm, base=None):
     """``r`` (2v,), the 10 dense columns ``T`` of ``J_r`` (theta then camera) and ``R_o``.
 
     The other columns of ``J_r`` are Kronecker products: ``d r / d s = A (x) I_v`` and
-    ``d r / d S3 = -sigma R_o (x) I_v``.
+    ``d r / d S3 = -sigma R_o (x) I_v``. ``base``: ``base_mesh(p, sm, v)`` if at hand.
     """
     v = (len(p) - 10) // 5
     n2 = 2 * v
-    a, b, tx, ty = p[n2:n2 + 4]
     S3 = p[n2 + 4:5 * v + 4].reshape(3, v)  # rows X, Y, Z
     sigma = p[5 * v + 4]
     dth = p[5 * v + 5:5 * v + 8]
     o = p[5 * v + 8:5 * v + 10]
     Ro = (R @ (np.eye(3) + skew(dth)))[:2] if dth.any() else R[:2]  # fits reset dth to 0
-    dx = p[:v] - sm[0]
-    dy = p[v:n2] - sm[1]
+    s_bm, Jt = base_mesh(p, sm, v) if base is None else base
     proj = (Ro @ S3).reshape(-1)  # (2v,)
-    r = np.empty(n2)
-    r[:v] = a * dx - b * dy + (tx + sm[0] - o[0])
-    r[v:] = b * dx + a * dy + (ty + sm[1] - o[1])
-    r -= sigma * proj
-    T = np.zeros((n2, 10))
-    T[:v, 0], T[v:, 0] = dx, dy  # d s_BM / d theta
-    T[:v, 1], T[v:, 1] = -dy, dx
-    T[:v, 2] = 1
-    T[v:, 3] = 1
+    r = s_bm - sigma * proj
+    r[:v] -= o[0]
+    r[v:] -= o[1]
+    T = np.empty((n2, 10))
+    T[:, :4] = Jt  # d s_BM / d theta
     T[:, 4] = -proj  # d r / d sigma
     RG = R[:2] @ _GEN  # (R [e_k]_x)[:2], k = x, y, z
     T[:, 5:8] = -sigma * (RG @ S3).transpose(1, 2, 0).reshape(n2, 3)
+    T[:, 8:] = 0
     T[:v, 8] = -1
     T[v:, 9] = -1
     return r, T, Ro
@@ -397,10 +392,11 @@ def assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, basis, iso
     Hxx = np.empty((n2 + 10, n2 + 10))
     Hxx[:n2 + 4, n2 + 4:] = 0
     Hxx[n2 + 4:] = 0
+    base = base_mesh(p, sm, v)
     f2, g2, _ = assemble_local(p[:n2 + 4], resp, s0vec, sm, prec, lam, floor, theta_data,
-                               out=Hxx)
+                               out=Hxx, base=base)
     sigma = p[5 * v + 4]
-    r, T, Ro = _residual_parts(p, R, sm)
+    r, T, Ro = _residual_parts(p, R, sm, base)
     w3 = 2 * lam3
     # In the step variable du = J_s ds the residual's derivative in the landmarks is the
     # identity (r is measured in the reference frame), so the du rows below are plain.
