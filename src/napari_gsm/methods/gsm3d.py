@@ -46,15 +46,15 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.lapack import dgesv
 
 from ..geometry import pose_from_shape, to_base_mesh
 from ..result import FitResult
 from ..shape import from_vec, to_vec
 from ..shape3d import (Shape3DModel, _check_mean3d, from_vec3, load_mean3d,
                        nrsfm, ortho_procrustes, rotation_to_euler)
-from .gsm import (assemble, assemble_local, base_mesh, image_step, level_data, limit_step,
-                  newton_step, next_level, start_schedule)
+from .gsm import (assemble, assemble_local, base_mesh, cho_solve, cholesky, image_step,
+                  level_data, limit_step, newton_step, next_level, start_schedule)
 
 __all__ = ["GSM3DState", "train_gsm3d", "load_gsm3d", "fit_gsm3d", "projection_residual",
            "terms3d", "assemble3d", "assemble3d_reduced", "solve3d", "skew", "rotate"]
@@ -467,7 +467,9 @@ def solve3d(grad, hess, free_s=None):
             M = Q @ (V.T @ DVf)
             M *= -1
             M.flat[::k + 1] += 1
-            Z = np.linalg.solve(M, Q)
+            Z, info = dgesv(M, Q)[2:]  # LAPACK directly: np.linalg.solve costs more here
+            if info:  # pragma: no cover - H_yy is positive definite for lam2 > 0
+                raise FloatingPointError("the 3D prior's Woodbury system is singular")
             Z = (Z + Z.T) / 2  # H_yy^-1 = D^-1 + D^-1 V Z V^T D^-1
         else:
             Z = Q
@@ -485,15 +487,14 @@ def solve3d(grad, hess, free_s=None):
         L[:n2] = (Bs @ DVf.reshape(3, v * k)).reshape(n2, k)
         L[n2:] = E @ DVf
         S -= (L @ Z) @ L.T
-        try:
-            c = cho_factor(S if fidx is None else S[np.ix_(fidx, fidx)], check_finite=False)
+        c = cholesky(S if fidx is None else S[np.ix_(fidx, fidx)])
+        if c is not None:
             break
-        except np.linalg.LinAlgError:
-            if not scale:  # newton_step's scale: the mean |diagonal| of the free Hessian
-                diag_x = np.diag(Hxx) if fx is None else np.diag(Hxx)[fx]
-                diag_y = np.repeat(np.diag(N0), v) - ((V @ Q) * V).sum(1)
-                scale = np.abs(np.concatenate([diag_x, diag_y])).mean() + 1e-12
-            mu = max(2 * mu, 1e-6 * scale)
+        if not scale:  # newton_step's scale: the mean |diagonal| of the free Hessian
+            diag_x = np.diag(Hxx) if fx is None else np.diag(Hxx)[fx]
+            diag_y = np.repeat(np.diag(N0), v) - ((V @ Q) * V).sum(1)
+            scale = np.abs(np.concatenate([diag_x, diag_y])).mean() + 1e-12
+        mu = max(2 * mu, 1e-6 * scale)
     else:  # pragma: no cover - only for NaN input
         raise FloatingPointError("Hessian could not be made positive definite")
 
@@ -503,10 +504,10 @@ def solve3d(grad, hess, free_s=None):
     u = hyy_inv(gy)
     gred = gx - np.concatenate([(Bs @ u.reshape(3, v)).reshape(-1), E @ u])
     if fidx is None:
-        dx = -cho_solve(c, gred, check_finite=False)
+        dx = -cho_solve(c, gred)
     else:
         dx = np.zeros(nx)
-        dx[fidx] = -cho_solve(c, gred[fidx], check_finite=False)
+        dx[fidx] = -cho_solve(c, gred[fidx])
     dy = -hyy_inv(gy + (Bs.T @ dx[:n2].reshape(2, v)).reshape(-1) + E.T @ dx[n2:])
     step = np.empty(5 * v + 10)
     step[:n2 + 4] = dx[:n2 + 4]
