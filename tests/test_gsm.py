@@ -124,6 +124,24 @@ def test_local_step_variables_give_the_same_system_and_step():
         np.testing.assert_allclose(step, newton_step(g, Hpd, free), atol=1e-12)
 
 
+def test_cholesky_solves_and_reports_indefinite_matrices():
+    from napari_gsm.methods.gsm import cho_solve, cholesky
+
+    rng = np.random.default_rng(9)
+    M = rng.normal(size=(30, 30))
+    H = M @ M.T + np.eye(30)
+    b = rng.normal(size=30)
+    x = np.linalg.solve(H, b)
+    for overwrite in (False, True):
+        Hc = H.copy()
+        np.testing.assert_allclose(cho_solve(cholesky(Hc, overwrite=overwrite), b), x,
+                                   rtol=1e-10)
+        if not overwrite:
+            assert np.array_equal(Hc, H)
+    H[3, 3] = -1.0  # no longer positive definite
+    assert cholesky(H) is None and cholesky(H.copy(), overwrite=True) is None
+
+
 def test_newton_step_leaves_pinned_coordinates_alone():
     p, s0vec, sm, prec = _problem()
     _, g, H = regulariser(p, s0vec, sm, prec)
@@ -232,7 +250,8 @@ def test_data_block_floor_clamps_every_eigenvalue():
     resp[:4, 4] = resp[:4, 3]  # repeated eigenvalues
     theta = np.array([0.7, 0.2, 3.0, 4.0])
     A = np.array([[0.7, -0.2], [0.2, 0.7]])
-    _, _, H = data_terms(resp, theta, floor=0.3)
+    _, _, h = data_terms(resp, theta, floor=0.3)
+    H = np.stack([[h[:, 0], h[:, 2]], [h[:, 2], h[:, 1]]]).transpose(2, 0, 1)
     Hb = np.einsum("ij,vjk,lk->vil", np.linalg.inv(A).T, H, np.linalg.inv(A).T)
     raw = np.stack([[resp[:, 3], resp[:, 5]], [resp[:, 5], resp[:, 4]]]).transpose(2, 0, 1)
     w_raw, U_raw = np.linalg.eigh(raw)

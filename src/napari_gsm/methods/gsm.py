@@ -127,6 +127,7 @@ def data_terms(resp, theta, *, floor=0.0):
     resp : (v, 6) array
         ``<I, h>, <I, h_x>, <I, h_y>, <I, h_xx>, <I, h_yy>, <I, h_xy>`` per landmark.
     theta : (4,) array
+        Only ``a, b`` are used: the frame's ``A``.
     floor : float
         Eigenvalue floor for each reference-frame block (0 keeps the raw Hessian).
 
@@ -135,27 +136,42 @@ def data_terms(resp, theta, *, floor=0.0):
     value : float
         ``-sum_i <I_i, h_i>`` (the data part of the cost).
     grad : (v, 2) array
-    hess : (v, 2, 2) array
+        ``A^T g`` per landmark.
+    hess : (v, 3) array
+        ``A^T H A`` per landmark, as its ``xx, yy, xy`` entries (the blocks are symmetric).
     """
-    a, b = theta[0], theta[1]
-    A = np.array([[a, -b], [b, a]])
-    g = resp[:, 1:3]
-    Hb = np.empty((len(resp), 2, 2))
-    Hb[:, 0, 0] = resp[:, 3]
-    Hb[:, 1, 1] = resp[:, 4]
-    Hb[:, 0, 1] = Hb[:, 1, 0] = resp[:, 5]
+    hxx, hyy, hxy = resp[:, 3], resp[:, 4], resp[:, 5]
     if floor > 0:
         # Eigenvalues l of each symmetric 2x2 block replaced by max(|l|, floor), in closed
         # form: the clamped block is c0 I + c1 H, the polynomial matching both eigenvalues.
-        m = (resp[:, 3] + resp[:, 4]) / 2
-        d = np.hypot((resp[:, 3] - resp[:, 4]) / 2, resp[:, 5])
-        l1, l2 = m + d, m - d
-        k1, k2 = np.maximum(np.abs(l1), floor), np.maximum(np.abs(l2), floor)
+        m = (hxx + hyy) / 2
+        d = np.hypot((hxx - hyy) / 2, hxy)
+        k1, k2 = np.maximum(np.abs(m + d), floor), np.maximum(np.abs(m - d), floor)
         split = d > 1e-12 * (np.abs(m) + floor)
-        c1 = np.where(split, (k1 - k2) / np.where(split, l1 - l2, 1.0), 0.0)
-        c0 = np.where(split, k1 - c1 * l1, np.maximum(np.abs(m), floor))
-        Hb = c1[:, None, None] * Hb + c0[:, None, None] * np.eye(2)
-    return -resp[:, 0].sum(), g @ A, np.einsum("ji,vjk,kl->vil", A, Hb, A)
+        c1 = np.where(split, (k1 - k2) / np.where(split, 2 * d, 1.0), 0.0)
+        c0 = np.where(split, k1 - c1 * (m + d), np.maximum(np.abs(m), floor))
+        hxx, hyy, hxy = c0 + c1 * hxx, c0 + c1 * hyy, c1 * hxy
+    # A = [[a, -b], [b, a]]: A^T g and A^T H A entry by entry (this runs every iteration).
+    a, b = theta[0], theta[1]
+    aa, bb, ab = a * a, b * b, a * b
+    gx, gy = resp[:, 1], resp[:, 2]
+    grad = np.empty((len(resp), 2))
+    grad[:, 0] = a * gx + b * gy
+    grad[:, 1] = a * gy - b * gx
+    hess = np.empty((len(resp), 3))
+    hess[:, 0] = aa * hxx + bb * hyy + (2 * ab) * hxy
+    hess[:, 1] = bb * hxx + aa * hyy - (2 * ab) * hxy
+    hess[:, 2] = ab * (hyy - hxx) + (aa - bb) * hxy
+    return -resp[:, 0].sum(), grad, hess
+
+
+def _add_data_blocks(H, hess, v):
+    """Add the per-landmark blocks of :func:`data_terms` (``(v, 3)``) into ``H``'s (s, s) part."""
+    i = np.arange(v)
+    H[i, i] += hess[:, 0]
+    H[v + i, v + i] += hess[:, 1]
+    H[i, v + i] += hess[:, 2]
+    H[v + i, i] += hess[:, 2]
 
 
 def assemble(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
@@ -172,11 +188,7 @@ def assemble(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None):
     grad[:v] += gd[:, 0]
     grad[v:n2] += gd[:, 1]
     H = lam * Hr
-    i = np.arange(v)
-    H[i, i] += Hd[:, 0, 0]
-    H[v + i, v + i] += Hd[:, 1, 1]
-    H[i, v + i] += Hd[:, 0, 1]
-    H[v + i, i] += Hd[:, 1, 0]
+    _add_data_blocks(H, Hd, v)
     return D + lam * R, grad, H
 
 
@@ -234,11 +246,7 @@ def assemble_local(p, resp, s0vec, sm, prec, lam, floor=0.0, theta_data=None, ou
     grad[n2:] = lam * (Jt.T @ q)
     H = np.empty((n2 + 4, n2 + 4)) if out is None else out[:n2 + 4, :n2 + 4]
     np.multiply(prec, 2 * lam, out=H[:n2, :n2])
-    i = np.arange(v)
-    H[i, i] += Hd[:, 0, 0]
-    H[v + i, v + i] += Hd[:, 1, 1]
-    H[i, v + i] += Hd[:, 0, 1]
-    H[v + i, i] += Hd[:, 1, 0]
+    _add_data_blocks(H, Hd, v)
     Hst = (2 * lam) * (prec @ Jt)
     H[n2:, n2:] = Jt.T @ Hst
     # The second-order terms of s_BM in (s, a) and (s, b) (eqs. 36-37), times J^-T = J / rho.
@@ -262,14 +270,18 @@ def image_step(step, p, v):
     return step
 
 
-def cholesky(H):
+def cholesky(H, overwrite=False):
     """Upper Cholesky factor of a symmetric ``H``, or ``None`` if it is not positive definite.
 
     LAPACK's ``potrf`` called directly: at these sizes (``2v + 4`` around 140) scipy's
     ``cho_factor`` spends a third again of the factorisation on checks, at every iteration.
-    Solve with :func:`cho_solve`.
+    ``overwrite``: factor a C-ordered ``H`` in place (saves a copy; ``H`` is lost). Solve
+    with :func:`cho_solve`.
     """
-    c, info = dpotrf(H, lower=0, clean=0)
+    if overwrite and H.flags.c_contiguous:  # H.T is the same matrix, in Fortran order
+        c, info = dpotrf(H.T, lower=0, clean=0, overwrite_a=1)
+    else:
+        c, info = dpotrf(H, lower=0, clean=0)
     if info < 0:  # pragma: no cover - a wrong argument, not a wrong matrix
         raise ValueError(f"potrf: illegal argument {-info}")
     return c if info == 0 else None

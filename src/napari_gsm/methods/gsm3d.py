@@ -487,7 +487,7 @@ def solve3d(grad, hess, free_s=None):
         L[:n2] = (Bs @ DVf.reshape(3, v * k)).reshape(n2, k)
         L[n2:] = E @ DVf
         S -= (L @ Z) @ L.T
-        c = cholesky(S if fidx is None else S[np.ix_(fidx, fidx)])
+        c = cholesky(S if fidx is None else S[np.ix_(fidx, fidx)], overwrite=True)
         if c is not None:
             break
         if not scale:  # newton_step's scale: the mean |diagonal| of the free Hessian
