@@ -155,19 +155,26 @@ class FrameCache:
         self.fmap = None
         self.n_warps = 0
 
-    def _stale(self, shape, theta):
-        if self.theta is None:
-            return True
-        A, A0 = pose_matrix(theta), pose_matrix(self.theta)
-        if np.abs(A - A0).max() > self.tol * np.hypot(self.theta[0], self.theta[1]):
-            return True
-        # A patch reaching past the frame reads its replicated border, not the image. A
-        # frame warped with the new pose helps only if it holds that patch better: a shape
-        # far from the mean (a turned face's jaw) can overhang every nearby pose's frame,
-        # and re-warping for it at each iteration changed nothing but the time.
-        over = self._overhang(to_base_mesh(shape, self.theta, self.sm))
-        return over > 0 and (self._overhang(to_base_mesh(shape, theta, self.sm))
-                             < over - self.spec.stride)
+    def _update(self, shape, theta):
+        """Re-warp if needed; the landmarks' positions ``(v, 2)`` in the kept frame."""
+        if self.theta is not None:
+            a0, b0 = self.theta[0], self.theta[1]
+            if max(abs(theta[0] - a0), abs(theta[1] - b0)) <= self.tol * np.hypot(a0, b0):
+                centres = to_base_mesh(shape, self.theta, self.sm)
+                # A patch reaching past the frame reads its replicated border, not the
+                # image. A frame warped with the new pose helps only if it holds that patch
+                # better: a shape far from the mean (a turned face's jaw) can overhang
+                # every nearby pose's frame, and re-warping for it at each iteration
+                # changed nothing but the time.
+                over = self._overhang(centres)
+                if over == 0 or (self._overhang(to_base_mesh(shape, theta, self.sm))
+                                 >= over - self.spec.stride):
+                    return centres
+        self.theta = np.array(theta, float)
+        self.fmap = feature_map(self.pyramid.warp(self.theta, self.sm, self.frame_shape),
+                                self.spec)
+        self.n_warps += 1
+        return to_base_mesh(shape, self.theta, self.sm)
 
     def _overhang(self, centres):
         """How far (frame pixels) the patches at ``centres`` reach past the frame, at most."""
@@ -175,14 +182,6 @@ class FrameCache:
         e = self.spec.extent
         return max(0.0, e - centres.min(), centres[:, 0].max() - (W - 1 - e),
                    centres[:, 1].max() - (H - 1 - e))
-
-    def _update(self, shape, theta):
-        if self._stale(shape, theta):
-            self.theta = np.array(theta, float)
-            self.fmap = feature_map(self.pyramid.warp(self.theta, self.sm, self.frame_shape),
-                                    self.spec)
-            self.n_warps += 1
-        return to_base_mesh(shape, self.theta, self.sm)
 
     def patches(self, shape, theta):
         """Preprocessed patches ``(v, L, L, D)`` at an image-frame ``shape`` near pose ``theta``."""

@@ -294,17 +294,20 @@ def cho_solve(c, b):
 
 def newton_step(grad, H, free):
     """``-H^-1 grad`` on the free parameters (others stay 0), damped until ``H`` is PD."""
-    g = grad[free]
-    Hf = H if len(free) == len(grad) else H[np.ix_(free, free)]
-    mu = 0.0
-    scale = np.abs(np.diag(Hf)).mean() + 1e-12
+    all_free = len(free) == len(grad)
+    g = grad if all_free else grad[free]
+    Hf = H if all_free else H[np.ix_(free, free)]
+    mu = scale = 0.0
     for _ in range(30):
         c = cholesky(Hf if mu == 0 else Hf + mu * np.eye(len(g)))
         if c is not None:
             break
+        scale = scale or np.abs(np.diag(Hf)).mean() + 1e-12
         mu = max(2 * mu, 1e-6 * scale)
     else:  # pragma: no cover - only for NaN input
         raise FloatingPointError("Hessian could not be made positive definite")
+    if all_free:
+        return -cho_solve(c, g)
     step = np.zeros_like(grad)
     step[free] = -cho_solve(c, g)
     return step
