@@ -37,6 +37,7 @@ always invertible, with the 2D model's variance floor -- in the layout
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +73,11 @@ def rotation_to_euler(R):
     roll in the image plane.
     """
     R = np.asarray(R, float)
-    yaw = np.arcsin(np.clip(-R[2, 0], -1.0, 1.0))
-    pitch = np.arctan2(R[2, 1], R[2, 2])
-    roll = np.arctan2(R[1, 0], R[0, 0])
-    return tuple(float(a) for a in np.rad2deg([yaw, pitch, roll]))
+    r00, r10, r20, r21, r22 = R[0, 0], R[1, 0], R[2, 0], R[2, 1], R[2, 2]
+    yaw = math.asin(min(1.0, max(-1.0, -r20)))
+    pitch = math.atan2(r21, r22)
+    roll = math.atan2(r10, r00)
+    return math.degrees(yaw), math.degrees(pitch), math.degrees(roll)
 
 
 def _project_rotation(M):

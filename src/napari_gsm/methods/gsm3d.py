@@ -42,6 +42,7 @@ against finite differences.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 
@@ -407,7 +408,8 @@ def assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, basis, iso
     # Coupling: d r / d du = I against d r / d S3 = -sigma R_o (x) I_v.
     Bs = -w3 * sigma * Ro
     E = (-w3 * sigma * Ro.T @ T.reshape(2, v * 10)).reshape(3 * v, 10).T
-    N0 = w3 * sigma**2 * Ro.T @ Ro + (2 * lam2 / iso) * np.eye(3)
+    N0 = (w3 * sigma**2) * (Ro.T @ Ro)
+    N0.flat[::4] += 2 * lam2 / iso
     Q = (2 * lam2 / iso**2) * k_inv
     # Gradient and value; Sigma_3^-1 d by Woodbury, O(v k).
     d = p[n2 + 4:5 * v + 4] - S3_0
@@ -587,7 +589,6 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     v = shape_model.n_landmarks
     n2 = 2 * v
     pinned = np.zeros(v, bool) if pinned is None else np.asarray(pinned, bool)
-    free = np.concatenate([~pinned, ~pinned, np.ones(3 * v + 10, bool)]).nonzero()[0]
     s = np.asarray(start, float)
     theta = pose_from_shape(s, shape_model.s0, sm)
     sigma, R, o = state.start_camera(to_base_mesh(s, theta, sm), shape_model.s0)
@@ -612,6 +613,7 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
         else:  # no 3D prior: H_yy is singular in depth, leave it to the damped dense solve
             f, grad, H = assemble3d(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, prec3,
                                     lam2, lam3, frames.theta)
+            free = np.concatenate([~pinned, ~pinned, np.ones(3 * v + 10, bool)]).nonzero()[0]
             step = newton_step(grad, H, free)
         costs.append(f)
         step, move = limit_step(step, p, v, params.max_step)
@@ -641,15 +643,15 @@ def _pose_outputs(theta, S3vec, sigma, R, points):
     in-plane rotation by ``-phi`` (``A = |A| Rot(phi)``), so the image-frame rotation is
     ``Rz(-phi) R`` and the image-frame camera scale ``sigma / |A|``.
     """
-    a, b = theta[0], theta[1]
-    phi = np.arctan2(b, a)
-    c, s_ = np.cos(-phi), np.sin(-phi)
+    a, b = float(theta[0]), float(theta[1])
+    r = math.hypot(a, b)
+    c, s_ = a / r, -b / r  # cos and sin of -phi
     Rz = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]])
     R_img = Rz @ R
     S3 = from_vec3(S3vec)
-    k = sigma / np.hypot(a, b)
-    pts3 = k * (S3 - S3.mean(0)) @ R_img.T
-    pts3[:, :2] += np.nanmean(points, 0)  # the fitted shape's centroid
+    pts3 = (sigma / r) * (S3 - S3.mean(0)) @ R_img.T
+    finite = np.isfinite(points).all()
+    pts3[:, :2] += points.mean(0) if finite else np.nanmean(points, 0)  # the fit's centroid
     yaw, pitch, roll = rotation_to_euler(R_img)
     return {"yaw": yaw, "pitch": pitch, "roll": roll, "rotation": R_img,
             "landmarks3d": pts3, "shape3d": S3}
