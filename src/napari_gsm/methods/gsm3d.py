@@ -465,14 +465,15 @@ def solve3d(grad, hess, free_s=None):
     for _ in range(30):
         Ni = _inv3(N0 + mu * np.eye(3) if mu else N0)
         DVf = (Ni @ Vr).reshape(3 * v, k)  # D^-1 V, D = N (x) I_v
-        if k:  # Z = (I - Q V^T D^-1 V)^-1 Q
+        if k:  # H_yy^-1 = D^-1 + D^-1 V Z V^T D^-1, Z = (I - Q V^T D^-1 V)^-1 Q
             M = Q @ (V.T @ DVf)
             M *= -1
             M.flat[::k + 1] += 1
-            Z, info = dgesv(M, Q)[2:]  # LAPACK directly: np.linalg.solve costs more here
+            # LAPACK directly (np.linalg.solve costs more here). Z is symmetric up to
+            # rounding, and the Cholesky factorisation below reads one triangle of S.
+            Z, info = dgesv(M, Q)[2:]
             if info:  # pragma: no cover - H_yy is positive definite for lam2 > 0
                 raise FloatingPointError("the 3D prior's Woodbury system is singular")
-            Z = (Z + Z.T) / 2  # H_yy^-1 = D^-1 + D^-1 V Z V^T D^-1
         else:
             Z = Q
         BN = Bs @ Ni
