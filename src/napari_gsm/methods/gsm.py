@@ -126,8 +126,8 @@ def data_terms(resp, theta, *, floor=0.0):
     ----------
     resp : (v, 6) array
         ``<I, h>, <I, h_x>, <I, h_y>, <I, h_xx>, <I, h_yy>, <I, h_xy>`` per landmark.
-    theta : (4,) array
-        Only ``a, b`` are used: the frame's ``A``.
+    theta : sequence
+        A pose; only its ``a, b`` (the matrix ``A``) are used.
     floor : float
         Eigenvalue floor for each reference-frame block (0 keeps the raw Hessian).
 
