@@ -102,14 +102,14 @@ def base_model(suite, samples, params, use_cache):
     return model, path
 
 
-def method_model(suite, name, base, base_path, samples, use_cache, method_kw):
+def method_model(suite, name, base, base_path, samples, use_cache):
     """``base`` turned into method ``name``; methods with their own training are cached."""
     impl = METHODS[name]
     if impl.train is None:
         m = copy.copy(base)
         m.method = name
         return m, base_path
-    key = C.key_of({"base": base_path.name, "method": name, "kw": method_kw,
+    key = C.key_of({"base": base_path.name, "method": name,
                     "version": C.package_version()})
     path = _model_path(suite, name, key)
     m = _cached(path, name, use_cache, " incl. the shared detectors")
@@ -120,7 +120,7 @@ def method_model(suite, name, base, base_path, samples, use_cache, method_kw):
     m.method = name
     m.summary = dict(base.summary)
     t0 = time.perf_counter()
-    m.state = impl.train(m, samples, **method_kw)
+    m.state = impl.train(m, samples)
     own = time.perf_counter() - t0
     m.summary["train_seconds"] = round(float(base.summary["train_seconds"]) + own, 2)
     m.summary["state_train_seconds"] = round(own, 2)
@@ -250,8 +250,7 @@ def run_suite(name, args):
         if meth is None:
             continue
         base, path = bases[feat]
-        kw = {} if cfg["face"] or meth != "gsm-cr" else {"init": "prior"}
-        models[k] = method_model(name, meth, base, path, train_s, use_cache, kw)
+        models[k] = method_model(name, meth, base, path, train_s, use_cache)
     ref_model = bases.get("HoG", next(iter(bases.values())))[0]
 
     # Starts (Viola-Jones boxes, cached by file name).

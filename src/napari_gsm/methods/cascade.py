@@ -213,7 +213,9 @@ def _start_spread(model, init):
     """How simulated starts deviate from the true placement, by the start kind."""
     st = model.starts
     if init == "auto":
-        init = "face" if st.face is not None else "box"
+        # The start Model.start falls back to without a box or points: the face detector's
+        # for a face model, else the prior placement.
+        init = "face" if st.face is not None else "prior"
     # Box and face starts are upright, so their rotation error is the spread of the true
     # shapes' angles (kept within a sane range for tiny or odd training sets).
     rot = float(np.clip(st.prior_std[3], 0.02, 0.3))
@@ -387,7 +389,12 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
         matrices are then full. Default: the weight and the structure (full or local) are
         chosen per level from :data:`LAM_GRID` by the error on held-out training images.
     init : {'auto', 'face', 'box', 'prior'}
-        Which start to simulate: 'auto' is the face-box start for a face model, else a box.
+        Which start to simulate: 'auto' is the face-box start for a face model, else the
+        prior placement -- what a fit without a box or points starts from. A cascade
+        trained for prior starts also fits well from boxes drawn by hand, better than one
+        trained for 'box' starts, whose spread (a box exactly around the landmarks) is
+        narrower than a person's box: from boxes with -5 to +10 % slack per side, wings
+        0.44 vs 0.69 % and X-rays 0.95 vs 1.14 % mean NME on the benchmark splits.
     seed : int
     noise : float
         Scale of the per-level noise added to the virtual samples, relative to the spread of
