@@ -111,6 +111,27 @@ def test_fit_folder_writes_pts_near_truth(wings, tmp_path, capsys):
     assert (out / f"{wings['test_stems'][0]}.pts.~1~").is_file()
 
 
+def test_gsm_cr_train_fit_evaluate(wings, tmp_path, capsys):
+    """GSM-CR through the CLI: the file holds the cascade, fit and evaluate use it."""
+    model = tmp_path / "cr.npz"
+    rc, stdout, _ = run(capsys, "train", wings["train"], "--method", "gsm-cr", "-o", model)
+    assert rc == 0 and "gsm-cr" in stdout
+    m = load_model(model)
+    assert m.method == "gsm-cr" and m.state.R.shape[1:] == (6 * 12 + 1, 2 * 12)
+    assert m.state.params()["init"] == "prior"  # the start a plain fit of a wing uses
+    out = tmp_path / "out"
+    rc, stdout, _ = run(capsys, "fit", model, *[wings["test"] / f"{s}.jpg"
+                                                for s in wings["test_stems"]],
+                        "-o", out, "--json")
+    assert rc == 0
+    for r, stem in zip(json.loads(stdout)["images"], wings["test_stems"]):
+        assert r["init"] == "prior" and r["n_iter"] == m.state.levels
+        pred = read_pts(out / f"{stem}.pts")
+        assert nme(pred, read_pts(wings["truth"] / f"{stem}.pts")) < 0.03
+    rc, stdout, _ = run(capsys, "evaluate", model, wings["train"], "--json")
+    assert rc == 0 and json.loads(stdout)["method"] == "gsm-cr"
+
+
 def test_fit_json(wings, tmp_path, capsys):
     out = tmp_path / "out"
     images = [wings["test"] / f"{s}.jpg" for s in wings["test_stems"]]
