@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from napari_gsm.io import IMAGE_SUFFIXES, ImageFileError, LandmarkFileError, read_image, to_grey
+from napari_gsm.io import (IMAGE_SUFFIXES, ImageFileError, LandmarkFileError, composite_alpha,
+                          read_image, to_grey)
 
 
 def _rgb_image(dtype=np.uint8):
@@ -79,8 +80,8 @@ def test_to_grey():
     rgb = np.zeros((1, 3, 3), np.uint8)
     rgb[0, 0, 0] = rgb[0, 1, 1] = rgb[0, 2, 2] = 255
     np.testing.assert_allclose(to_grey(rgb)[0], [0.2125, 0.7154, 0.0721], atol=1e-6)
-    rgba = np.concatenate([rgb, np.zeros((1, 3, 1), np.uint8)], axis=2)
-    np.testing.assert_array_equal(to_grey(rgba), to_grey(rgb))  # alpha dropped
+    opaque = np.concatenate([rgb, np.full((1, 3, 1), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(to_grey(opaque), to_grey(rgb))
     np.testing.assert_array_equal(to_grey(np.array([[-0.5, 0.25, 2.0]])), np.float32([[0, 0.25, 1]]))
     np.testing.assert_array_equal(to_grey(np.array([[True, False]])), [[1, 0]])
     with pytest.raises(ValueError):
@@ -119,3 +120,25 @@ def test_io_package_imports_no_napari_or_qt():
     env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_alpha_is_composited_on_black_as_napari_draws_it():
+    """A transparent pixel is black to the model (napari's canvas), whatever its colour."""
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., :3] = 255  # white everywhere...
+    rgba[0, :, 3] = (0, 128, 255)  # ...transparent, half, opaque
+    rgba[1, :, 3] = 255
+    g = to_grey(rgba)
+    np.testing.assert_allclose(g[0], [0.0, 128 / 255, 1.0], atol=1e-6)
+    np.testing.assert_allclose(g[1], 1.0, atol=1e-6)
+    shown = composite_alpha(rgba)  # what the annotation widget displays
+    assert shown.shape == (2, 3, 3) and shown.dtype == np.uint8
+    np.testing.assert_allclose(to_grey(shown), g, atol=1 / 255)
+    grey_alpha = np.stack([np.full((2, 2), 1.0), np.array([[0.0, 1.0], [0.25, 0.5]])], -1)
+    np.testing.assert_allclose(to_grey(grey_alpha), [[0.0, 1.0], [0.25, 0.5]])
+    np.testing.assert_allclose(composite_alpha(grey_alpha), [[0.0, 1.0], [0.25, 0.5]])
+    u16 = np.zeros((1, 1, 4), np.uint16)
+    u16[...] = (65535, 65535, 65535, 32768)
+    np.testing.assert_allclose(to_grey(u16), [[32768 / 65535]], atol=1e-6)
+    rgb = np.ones((2, 2, 3), np.uint8)
+    assert composite_alpha(rgb) is rgb  # nothing to composite

@@ -24,9 +24,11 @@ from .io import Dataset, load_dataset, load_model_file, save_model_file, to_grey
 from .io.errors import ModelFileError
 from .methods import METHODS, GSMParams
 from .methods.gsm import fit_gsm
+from .quality import score_reference
 from .shape import ShapeModel
 
-__all__ = ["Model", "TrainParams", "train", "load_model", "Sample"]
+__all__ = ["Model", "TrainParams", "train", "load_model", "Sample", "check_image_size",
+           "MIN_IMAGE_SIDE"]
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,22 @@ def _as_samples(data):
         raise ValueError("no annotated images to train on")
     v = out[0].points.shape[0]
     for s in out:
+        check_image_size(s.grey, s.name)
         if s.points.shape != (v, 2):
             raise ValueError(f"{s.name}: {s.points.shape[0]} landmarks, expected {v}")
     return out, names
+
+
+#: Images smaller than this on either side cannot be fitted or trained on.
+MIN_IMAGE_SIDE = 8
+
+
+def check_image_size(grey, name=None):
+    """Raise a ValueError a person can read when an image is too small to fit."""
+    h, w = np.shape(grey)[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise ValueError(f"{name + ': ' if name else ''}image too small to fit: {w}x{h} pixels "
+                         f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} needed)")
 
 
 def _progress(progress, done, total, what):
@@ -169,6 +184,10 @@ class Model:
         points if given, else box, else the face detector when the model has one and it
         finds a face, else the prior.
         """
+        return self._start(grey, init, box, points)[:2]
+
+    def _start(self, grey, init, box, points):
+        """:meth:`start`, plus how many faces the detector found (0 if it did not run)."""
         s0 = self.shape.s0
         if init == "auto":
             if points is not None:
@@ -176,27 +195,29 @@ class Model:
             elif box is not None:
                 init = "box"
             elif self.starts.face is not None:
-                box = self.starts.choose_face(self.face_detector.detect(grey), grey.shape)
+                faces = self.face_detector.detect(grey)
+                box = self.starts.choose_face(faces, grey.shape)
                 if box is not None:
-                    return self.starts.from_face_box(s0, box), "detect"
+                    return self.starts.from_face_box(s0, box), "detect", len(faces)
                 init = "prior"
             else:
                 init = "prior"
         if init == "points":
             if points is None:
                 raise ValueError("init='points' needs points")
-            return start_from_points(s0, points), "points"
+            return start_from_points(s0, points), "points", 0
         if init == "box":
             if box is None:
                 raise ValueError("init='box' needs a box (x0, y0, x1, y1)")
-            return start_from_box(s0, box), "box"
+            return start_from_box(s0, box), "box", 0
         if init == "detect":
-            box = self.starts.choose_face(self.face_detector.detect(grey), grey.shape)
+            faces = self.face_detector.detect(grey)
+            box = self.starts.choose_face(faces, grey.shape)
             if box is None:
                 raise LookupError("the face detector found no face")
-            return self.starts.from_face_box(s0, box), "detect"
+            return self.starts.from_face_box(s0, box), "detect", len(faces)
         if init == "prior":
-            return self.starts.from_prior(s0, grey.shape), "prior"
+            return self.starts.from_prior(s0, grey.shape), "prior", 0
         raise ValueError(f"unknown init {init!r}")
 
     # -- fitting -----------------------------------------------------------------------
@@ -212,13 +233,22 @@ class Model:
             The start, see :meth:`start`. ``box`` is ``(x0, y0, x1, y1)`` in 0-based pixels.
         pinned : (v,) bool array, optional
             Landmarks held exactly at ``points`` (a person has placed them); needs ``points``.
+            The other landmarks start from ``init``: e.g. ``init='detect'`` with two pinned
+            eye corners starts from the face detector with those two put where they are.
 
         Returns
         -------
         FitResult
+
+        Raises
+        ------
+        ValueError
+            If the image is smaller than ``MIN_IMAGE_SIDE`` pixels on a side, or the pins
+            have no positions.
         """
         t0 = time.perf_counter()
         grey = to_grey(image)
+        check_image_size(grey)
         if pinned is not None:
             pinned = np.asarray(pinned, bool)
             if pinned.shape != (self.n_landmarks,):
@@ -230,7 +260,12 @@ class Model:
             if not pinned.any():
                 pinned = None
         t_start = time.perf_counter()
-        start, used = self.start(grey, init, box=box, points=points)
+        # With pins, ``points`` holds their positions: an 'auto' start must not mistake
+        # them for a start shape.
+        given = points if pinned is None or init == "points" else None
+        start, used, n_faces = self._start(grey, init, box, given)
+        if pinned is not None:
+            start[pinned] = np.asarray(points, float)[pinned]
         detect_ms = (time.perf_counter() - t_start) * 1e3 if used == "detect" else 0.0
         pyramid = Pyramid(grey)
         result = METHODS[self.method].fit(self, pyramid, start, pinned=pinned, history=history,
@@ -241,6 +276,7 @@ class Model:
         result.method = self.method
         if detect_ms:
             result.extra["detect_ms"] = round(detect_ms, 3)
+            result.extra["n_faces"] = n_faces
         return result
 
     # -- incremental update ------------------------------------------------------------
@@ -254,6 +290,7 @@ class Model:
         if points.shape != (self.n_landmarks, 2):
             raise ValueError(f"expected ({self.n_landmarks}, 2) points, got {points.shape}")
         grey = to_grey(image)
+        check_image_size(grey)
         _accumulate(self, Pyramid(grey), points, np.random.default_rng(self.summary.get(
             "n_images", 0)))
         self.detectors.solve()
@@ -401,6 +438,8 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
         "face_boxes_matched": None if face_boxes is None
         else int(np.isfinite(face_boxes).all(1).sum()),
     })
+    # What the detectors' match at the true landmarks looks like, for fit_warnings.
+    model.summary["score_ref"] = round(score_reference(model, samples), 4)
     impl = METHODS[method]
     if impl.train is not None:
         model.state = impl.train(model, samples, progress=progress, **method_kw)

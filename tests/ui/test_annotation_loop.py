@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import pytest
+from gui import wait_idle
 
 from napari_gsm.io import read_pts, read_tps
 from napari_gsm.model import load_model
@@ -32,28 +33,6 @@ def press(viewer, key):
 
 def key_of(action):
     return next(s.key for s in SHORTCUTS if s.action == action)
-
-
-@pytest.fixture
-def wing_project(wings_copy):
-    """10 wings; the first 3 annotated, the others' true landmarks kept aside."""
-    truth = {}
-    for k, pts in enumerate(sorted(wings_copy.glob("*.pts"))):
-        truth[pts.stem] = read_pts(pts)
-        if k >= N_ANNOTATED:
-            pts.unlink()
-    return wings_copy, truth
-
-
-@pytest.fixture
-def widget(make_napari_viewer, wing_project):
-    viewer = make_napari_viewer(show=True)
-    w = AnnotationWidget(viewer)
-    viewer.window.add_dock_widget(w, name="GSM annotation")
-    w.open_project(wing_project[0])
-    assert w.project is not None, w.status_label.text()
-    w.features_combo.setCurrentText("grey")  # fast to train on 2 cores
-    return w
 
 
 def _place_all(w, truth_xy, order):
@@ -120,9 +99,8 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     model_path = root / ".napari-gsm" / "model.npz"
     assert not model_path.exists()
     w.method_combo.setCurrentText("gsm")
-    worker = w.train()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    w.train()
+    wait_idle(qtbot, w)
     assert model_path.exists() and w.model is not None, w.status_label.text()
     assert load_model(model_path).summary["n_images"] == 5
     assert w.model.features.kind == "grey"
@@ -133,6 +111,7 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     assert w.start_combo.currentData() == "prior"
     assert not w.start_combo.model().item(1).isEnabled()  # no face detector in a wing model
     press(viewer, key_of("fit"))
+    wait_idle(qtbot, w)
     assert len(layer.data) == v and (layer.features["state"] == FITTED).all()
     fitted = p.state().points.copy()
     assert np.isfinite(fitted).all()
@@ -151,6 +130,7 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     assert st.states[j] == PINNED and (st.states[np.arange(v) != j] == FITTED).all()
     assert layer.face_color[row, 3] == 1  # pinned: filled
     press(viewer, key_of("refit"))
+    wait_idle(qtbot, w)
     np.testing.assert_array_equal(p.state().points[j], moved_xy)
     assert p.state().states[j] == PINNED
     refitted = p.state().points.copy()
@@ -168,6 +148,7 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
 
     # -- accept: .pts on disk, model updated incrementally, next image fitted ----------
     w.accept_btn.click()
+    wait_idle(qtbot, w)
     np.testing.assert_array_equal(read_pts(root / f"{stem5}.pts"), refitted)
     saved = load_model(model_path)
     assert saved.summary["n_updates"] == 1 and saved.summary["n_images"] == 6
@@ -181,14 +162,14 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     data[0] += 1.5
     layer.data = data
     press(viewer, key_of("accept"))
+    wait_idle(qtbot, w)
     np.testing.assert_array_equal(read_pts(root / f"{stem5}.pts.~1~"), refitted)
     assert read_pts(root / f"{stem5}.pts")[0, 1] == refitted[0, 1] + 1.5
     assert load_model(model_path).summary["n_updates"] == 1  # not counted twice
 
     # -- retrain on 6 images; then a cancelled training leaves the model intact -------
-    worker = w.train()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    w.train()
+    wait_idle(qtbot, w)
     assert load_model(model_path).summary["n_images"] == 6
     before = model_path.read_bytes()
     gate, real_train = threading.Event(), widget_mod.train
@@ -203,8 +184,7 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     worker = w.train()
     w.cancel_btn.click()
     gate.set()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    wait_idle(qtbot, w)
     assert "cancelled" in w.status_label.text()
     assert model_path.read_bytes() == before
     assert not list((root / ".napari-gsm").glob("*.tmp*"))
@@ -212,9 +192,8 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     # -- fit all untouched unannotated images in the background -----------------------
     todo = p.fit_candidates()
     assert todo == [7, 8, 9]
-    worker = w.fit_all()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    w.fit_all()
+    wait_idle(qtbot, w)
     for i in todo:
         assert (root / ".napari-gsm" / "drafts" / f"{stems[i]}.pts").exists()
         assert p.status(i) == "fitted"
@@ -246,25 +225,24 @@ def test_new_project_without_any_annotation(make_napari_viewer, wings_copy):
 def test_box_start_names_toggle_and_restore(widget, wing_project, qtbot):
     w, (root, truth) = widget, wing_project
     viewer, p, layer = w.viewer, w.project, w.points_layer
-    worker = w.train()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    w.train()
+    wait_idle(qtbot, w)
     # A box drawn in the Shapes layer around the true landmarks starts the fit.
     t = truth[p.item.stem]
     (x0, y0), (x1, y1) = t.min(0), t.max(0)
     w.draw_box()
     assert viewer.layers.selection.active is w.box_layer and w.box_layer.mode == "add_rectangle"
     rect = points_to_layer(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
-    w.box_layer.add_rectangles(rect)
+    w.box_layer.add_rectangles(rect)  # drawn: the fit starts by itself
     assert w.current_box() == pytest.approx((x0, y0, x1, y1))
-    result = w.fit()
-    assert result.init == "box"
+    wait_idle(qtbot, w)
+    assert "from box" in w.status_label.text()
     err_box = np.sqrt(((p.state().points - t) ** 2).sum(1)).mean()
     assert err_box < 0.1 * (x1 - x0)  # a sensible fit, not a stray shape
     # Names are toggled by the key; the pin key pins the selected landmark.
-    assert layer.text.visible
+    assert w.names_check.isChecked() and all(layer.features["label"] == layer.features["name"])
     press(viewer, key_of("toggle_names"))
-    assert not layer.text.visible and not w.names_check.isChecked()
+    assert not w.names_check.isChecked() and not any(layer.features["label"])
     layer.selected_data = {2}
     k = int(layer.features["index"][2])
     press(viewer, key_of("toggle_pin"))
@@ -287,6 +265,8 @@ def test_shortcuts_bound_and_listed_and_plugin_menu(make_napari_viewer, wings_co
     assert isinstance(w, AnnotationWidget) and w.project is None
     assert not w.accept_btn.isEnabled()
     layer_keys = {coerce_keybinding(k) for cls in (Points, Shapes) for k in cls.class_keymap}
+    w.help_btn.click()
+    assert w.shortcuts_dialog.isVisible()
     for s in SHORTCUTS:
         kb = coerce_keybinding(s.key)
         assert kb in viewer.keymap and kb not in layer_keys

@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import ImageFileError
 
-__all__ = ["IMAGE_SUFFIXES", "read_image", "to_grey"]
+__all__ = ["IMAGE_SUFFIXES", "read_image", "to_grey", "composite_alpha"]
 
 #: File name suffixes recognised as images (compare lower-cased).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -85,6 +85,48 @@ def read_image(path) -> np.ndarray:
     return image
 
 
+def _unit_scale(image):
+    """``image`` as float32 in ``[0, 1]`` (integers divided by their dtype's maximum)."""
+    if image.dtype == bool:
+        return image.astype(np.float32)
+    if np.issubdtype(image.dtype, np.integer):
+        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+    if np.issubdtype(image.dtype, np.floating):
+        return np.clip(image.astype(np.float32), 0.0, 1.0)
+    raise ValueError(f"unsupported image data type {image.dtype}")
+
+
+def composite_alpha(image) -> np.ndarray:
+    """An image with an alpha channel composited onto black; other images unchanged.
+
+    What the model sees of a transparent pixel is what it is drawn over: black, napari's
+    canvas. The annotation widget shows images through this function too, so a person and
+    the model always see the same pixels whatever napari's theme.
+
+    Parameters
+    ----------
+    image : (H, W, 2) or (H, W, 4) array_like, or any other image
+        Grey+alpha or RGBA, any dtype (integers scaled by their dtype's maximum).
+
+    Returns
+    -------
+    (H, W) or (H, W, 3) ndarray
+        For an image with alpha: ``colour * alpha`` in the input's dtype (floats clipped to
+        ``[0, 1]``); any other image is returned as it is.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] not in (2, 4):
+        return image
+    alpha = _unit_scale(image[:, :, -1])[:, :, None]
+    colour = _unit_scale(image[:, :, :-1]) * alpha
+    if image.shape[2] == 2:
+        colour = colour[:, :, 0]
+    if np.issubdtype(image.dtype, np.integer):
+        top = np.iinfo(image.dtype).max
+        return np.rint(colour * top).astype(image.dtype)
+    return colour.astype(image.dtype if image.dtype != bool else np.float32)
+
+
 def to_grey(image) -> np.ndarray:
     """Convert an image to grey ``float32`` in ``[0, 1]``.
 
@@ -98,28 +140,23 @@ def to_grey(image) -> np.ndarray:
     Returns
     -------
     grey : (H, W) ndarray of float32
-        RGB is reduced with Rec. 709 luminance weights; alpha is dropped.
+        RGB is reduced with Rec. 709 luminance weights; an alpha channel is composited
+        onto black first (:func:`composite_alpha`), as napari draws it on its canvas.
     """
     image = np.asarray(image)
     if image.ndim == 3:
-        if image.shape[2] in (1, 2):
-            image = image[:, :, 0]
-        elif image.shape[2] in (3, 4):
-            image = image[:, :, :3]
-        else:
+        if image.shape[2] not in (1, 2, 3, 4):
             raise ValueError(f"cannot convert an image with {image.shape[2]} channels to grey")
+        if image.shape[2] in (2, 4):
+            alpha = _unit_scale(image[:, :, -1])
+            values = _unit_scale(image[:, :, :-1])
+            values = (values[:, :, 0] if values.shape[2] == 1 else values @ _LUMA) * alpha
+            return np.clip(values, 0.0, 1.0).astype(np.float32, copy=False)
+        image = image[:, :, 0] if image.shape[2] == 1 else image
     elif image.ndim != 2:
-        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
-
-    if image.dtype == bool:
-        values = image.astype(np.float32)
-    elif np.issubdtype(image.dtype, np.integer):
-        values = image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-    elif np.issubdtype(image.dtype, np.floating):
-        values = image.astype(np.float32)
-    else:
-        raise ValueError(f"unsupported image dtype {image.dtype}")
-
+        raise ValueError(f"an image must be 2D (grey) or 2D with colour channels; this one "
+                         f"has {image.ndim} dimensions")
+    values = _unit_scale(image)
     if values.ndim == 3:
         values = values @ _LUMA
     return np.clip(values, 0.0, 1.0).astype(np.float32, copy=False)

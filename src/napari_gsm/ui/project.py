@@ -16,249 +16,26 @@ and is autosaved as a draft, so a crash or switching images loses nothing; accep
 image writes its ``.pts`` (atomic, numbered backup of the previous version) and removes
 the draft.
 
-Per-landmark states: ``'fitted'`` (placed by the model, free in a re-fit), ``'pinned'``
-(placed or moved by a person since the image was opened; held exactly in a re-fit) and
-``'checked'`` (read from an accepted ``.pts``; also held). A missing landmark is a NaN row
-with state ``''``.
+Broken files are never silently passed over: a ``.pts`` that cannot be read (malformed, wrong
+landmark count) is listed in :attr:`Project.problems` with the reason, its image is not offered
+for fitting, and accepting that image refuses to replace the file unless asked to (the old
+file is then kept as a numbered backup). An image that cannot be decoded never becomes the
+current image: :meth:`Project.go` reads it first.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..io import (Dataset, DatasetItem, TpsSpecimen, atomic_write_text, load_dataset, read_image,
                   read_pts, write_pts, write_tps)
-from ..io.errors import LandmarkFileError
+from ..io.errors import ImageFileError, LandmarkFileError
+from .image_state import CHECKED, FITTED, MISSING, PINNED, STATES, ImageState
 
 __all__ = ["Project", "ImageState", "FITTED", "CHECKED", "PINNED", "MISSING", "STATES"]
-
-FITTED, CHECKED, PINNED, MISSING = "fitted", "checked", "pinned", ""
-STATES = (FITTED, CHECKED, PINNED)
-
-#: Undo steps kept per image.
-MAX_UNDO = 200
-
-#: Two positions closer than this (pixels) are the same: a point that did not move.
-_SAME = 1e-9
-
-
-def _same_points(a, b):
-    """Equal including NaN positions (within ``_SAME``)."""
-    if a.shape != b.shape:
-        return False
-    na, nb = np.isnan(a), np.isnan(b)
-    if not np.array_equal(na, nb):
-        return False
-    return bool(np.all(np.abs(a[~na] - b[~nb]) <= _SAME))
-
-
-@dataclass
-class ImageState:
-    """Landmarks of one image while it is being edited.
-
-    Attributes
-    ----------
-    stem : str
-    points : (v, 2) ndarray
-        0-based ``(x, y)``; NaN rows are missing landmarks.
-    states : (v,) ndarray of str
-        ``'fitted'``, ``'checked'``, ``'pinned'`` or ``''`` (missing).
-    saved : (v, 2) ndarray or None
-        What the accepted ``.pts`` holds (None when the image is not annotated).
-    current : int or None
-        The landmark the next placed point becomes (guided placement); None when all are
-        placed and no landmark was chosen.
-    """
-
-    stem: str
-    points: np.ndarray
-    states: np.ndarray
-    saved: np.ndarray | None = None
-    current: int | None = 0
-    _undo: list = field(default_factory=list, repr=False)
-    _redo: list = field(default_factory=list, repr=False)
-
-    @classmethod
-    def empty(cls, stem, n_landmarks):
-        return cls(stem, np.full((n_landmarks, 2), np.nan), np.full(n_landmarks, MISSING, object))
-
-    @classmethod
-    def from_saved(cls, stem, points):
-        points = np.array(points, float)
-        ok = np.isfinite(points).all(1)
-        states = np.where(ok, CHECKED, MISSING).astype(object)
-        st = cls(stem, points.copy(), states, saved=points.copy())
-        st.current = st.next_missing(-1)
-        return st
-
-    # -- queries -----------------------------------------------------------------------
-    @property
-    def n_landmarks(self):
-        return len(self.points)
-
-    @property
-    def placed(self):
-        """``(v,)`` bool: landmarks with a position."""
-        return np.isfinite(self.points).all(1)
-
-    @property
-    def complete(self):
-        return bool(self.placed.all())
-
-    @property
-    def dirty(self):
-        """True when the points differ from the accepted file (or there is none and some exist)."""
-        if self.saved is None:
-            return bool(self.placed.any())
-        return not _same_points(self.points, self.saved)
-
-    @property
-    def pinned(self):
-        """``(v,)`` bool: landmarks a re-fit must hold (pinned or checked, and placed)."""
-        return self.placed & np.isin(self.states, [PINNED, CHECKED])
-
-    @property
-    def can_undo(self):
-        return bool(self._undo)
-
-    @property
-    def can_redo(self):
-        return bool(self._redo)
-
-    def next_missing(self, after):
-        """First missing landmark after index ``after`` (cyclic), or None if all are placed."""
-        v = self.n_landmarks
-        for d in range(1, v + 1):
-            k = (after + d) % v
-            if not self.placed[k]:
-                return k
-        return None
-
-    # -- edits (each one undo step) ----------------------------------------------------
-    def _push(self):
-        self._undo.append((self.points.copy(), self.states.copy(), self.current))
-        del self._undo[:-MAX_UNDO]
-        self._redo.clear()
-
-    def _commit(self, points, states):
-        """Record an edit if it changes anything; returns whether it did."""
-        if _same_points(points, self.points) and np.array_equal(states, self.states):
-            return False
-        self._push()
-        self.points, self.states = points, states
-        return True
-
-    def set_point(self, k, xy, state=PINNED):
-        """Place or move landmark ``k`` to ``xy`` (a person's edit: pinned by default)."""
-        pts, sts = self.points.copy(), self.states.copy()
-        pts[k] = np.asarray(xy, float)
-        sts[k] = state
-        changed = self._commit(pts, sts)
-        if changed and k == self.current:
-            self.current = self.next_missing(k)
-        return changed
-
-    def remove_point(self, k):
-        pts, sts = self.points.copy(), self.states.copy()
-        pts[k] = np.nan
-        sts[k] = MISSING
-        return self._commit(pts, sts)
-
-    def set_fit(self, points, keep=None):
-        """Take a fit result ``(v, 2)``; landmarks in ``keep`` (bool mask) keep their state.
-
-        The others become ``'fitted'``.
-        """
-        points = np.array(points, float)
-        if points.shape != self.points.shape:
-            raise ValueError(f"expected {self.points.shape} points, got {points.shape}")
-        keep = np.zeros(self.n_landmarks, bool) if keep is None else np.asarray(keep, bool)
-        sts = np.where(keep, self.states, FITTED).astype(object)
-        sts[~np.isfinite(points).all(1)] = MISSING
-        changed = self._commit(points, sts)
-        self.current = self.next_missing(-1)
-        return changed
-
-    def toggle_pin(self, ks):
-        """Pin the given landmarks, or unpin them (-> 'fitted') if all are pinned already."""
-        ks = [k for k in np.atleast_1d(ks).astype(int) if self.placed[k]]
-        if not ks:
-            return False
-        sts = self.states.copy()
-        new = FITTED if all(sts[k] in (PINNED, CHECKED) for k in ks) else PINNED
-        sts[ks] = new
-        return self._commit(self.points.copy(), sts)
-
-    def apply_layer(self, indices, xy):
-        """Take the content of a Points layer after a person edited it.
-
-        Parameters
-        ----------
-        indices : (n,) int array
-            Landmark index of each layer point; ``-1`` for a point just added, which
-            becomes the current target landmark (then the next missing one, ...).
-        xy : (n, 2) array
-            The layer's points in core ``(x, y)``.
-
-        Returns
-        -------
-        bool
-            Whether anything changed (one undo step). Added and moved landmarks are
-            pinned; landmarks absent from the layer are removed. A new point with no
-            landmark left to place is dropped.
-        """
-        indices = np.asarray(indices, int).ravel()
-        xy = np.asarray(xy, float).reshape(-1, 2)
-        if len(indices) != len(xy):
-            raise ValueError("one landmark index per layer point is needed")
-        old, pts = self.points, np.full_like(self.points, np.nan)
-        sts = np.full(self.n_landmarks, MISSING, object)
-        for k, p in zip(indices, xy):
-            if 0 <= k < self.n_landmarks:
-                pts[k] = p
-                sts[k] = self.states[k] if self.states[k] else PINNED
-                if not np.all(np.abs(p - old[k]) <= _SAME):  # moved (or new: old is NaN)
-                    sts[k] = PINNED
-        target = self.current
-        placed_any = False
-        for p in xy[indices < 0]:
-            if target is None:
-                break
-            pts[target], sts[target] = p, PINNED
-            placed_any = True
-            free = ~np.isfinite(pts).all(1)
-            target = next((int(k) for k in np.roll(np.arange(self.n_landmarks), -target - 1)
-                           if free[k]), None)
-        changed = self._commit(pts, sts)
-        if placed_any:
-            self.current = target
-        return changed
-
-    def undo(self):
-        """Revert the last edit; returns False when there is none."""
-        return self._restore(self._undo, self._redo)
-
-    def redo(self):
-        """Re-apply the last undone edit; returns False when there is none."""
-        return self._restore(self._redo, self._undo)
-
-    def _restore(self, source, other):
-        """Pop a snapshot from ``source``, pushing the current one onto ``other``."""
-        if not source:
-            return False
-        other.append((self.points.copy(), self.states.copy(), self.current))
-        self.points, self.states, self.current = source.pop()
-        return True
-
-    def step_target(self, delta):
-        """Move the guided-placement target by ``delta`` landmarks (skip / back)."""
-        start = self.current if self.current is not None else (-1 if delta > 0 else 0)
-        self.current = (start + delta) % self.n_landmarks
-        return self.current
 
 
 class Project:
@@ -278,6 +55,9 @@ class Project:
         Landmark names: ``landmarks.txt``, else ``'1'..'v'``.
     index : int
         The image being edited.
+    problems : dict of str to str
+        Stem -> what is wrong with that image's files: an unreadable ``.pts`` (found when
+        the folder is opened) or an image that cannot be decoded (found when it is read).
     """
 
     STATE_DIR = ".napari-gsm"
@@ -294,6 +74,13 @@ class Project:
                              "the number of landmarks is unknown")
         self.names = list(names) if names is not None else [str(i + 1) for i in range(v)]
         self.index = 0
+        self.problems: dict[str, str] = {}
+        self._broken_pts: set[str] = set()
+        for err in self.dataset.problems:
+            stem = Path(err.path).stem
+            self.problems[stem] = f"{Path(err.path).name}" + (
+                f", line {err.line}" if err.line else "") + f": {err.reason}"
+            self._broken_pts.add(stem)
         self._states: dict[str, ImageState] = {}
         self._image_cache: tuple[str, np.ndarray] | None = None
 
@@ -340,6 +127,14 @@ class Project:
     def n_annotated(self):
         return sum(it.points is not None for it in self.items)
 
+    def problem(self, i):
+        """What is wrong with image ``i``'s files (see :attr:`problems`), or None."""
+        return self.problems.get(self.items[i].stem)
+
+    def pts_unreadable(self, i):
+        """True when image ``i`` has a ``.pts`` that could not be read (left untouched)."""
+        return self.items[i].stem in self._broken_pts
+
     def status(self, i):
         """``'annotated'``, ``'edited'`` (unsaved changes), ``'fitted'`` (only fitted) or ``''``."""
         it = self.items[i]
@@ -355,10 +150,21 @@ class Project:
         return "annotated" if it.points is not None else ""
 
     def image(self, i=None):
-        """The image array of item ``i`` (default: current); the last one is cached."""
+        """The image array of item ``i`` (default: current); the last one is cached.
+
+        Raises
+        ------
+        ImageFileError
+            If the file cannot be read; the reason is also kept in :attr:`problems`.
+        """
         it = self.items[self.index if i is None else i]
         if self._image_cache is None or self._image_cache[0] != it.stem:
-            self._image_cache = (it.stem, read_image(it.image_path))
+            try:
+                image = read_image(it.image_path)
+            except ImageFileError as exc:
+                self.problems[it.stem] = f"{it.image_path.name}: {exc.reason}"
+                raise
+            self._image_cache = (it.stem, image)
         return self._image_cache[1]
 
     # -- per-image state ---------------------------------------------------------------
@@ -421,9 +227,15 @@ class Project:
 
     # -- navigation --------------------------------------------------------------------
     def go(self, i):
-        """Make image ``i`` current (the previous one's edits stay, autosaved)."""
+        """Make image ``i`` current (the previous one's edits stay, autosaved).
+
+        The image is read first: if it cannot be decoded, the current image does not change
+        (and :class:`~napari_gsm.io.ImageFileError` says why), so edits never go to an image
+        that is not shown.
+        """
         if not 0 <= i < len(self):
             raise IndexError(f"image {i} out of range 0..{len(self) - 1}")
+        self.image(i)
         self.autosave()
         self.index = int(i)
         return self.state()
@@ -443,16 +255,23 @@ class Project:
         return None
 
     def fit_candidates(self):
-        """Indices of unannotated images nobody has placed or fitted anything on yet."""
+        """Indices of unannotated images nobody has placed or fitted anything on yet.
+
+        Images with a problem (an unreadable ``.pts`` or image) are left for a person.
+        """
         out = []
         for i, it in enumerate(self.items):
-            if it.points is None and not self.state(i).placed.any():
+            if it.points is None and it.stem not in self.problems \
+                    and not self.state(i).placed.any():
                 out.append(i)
         return out
 
     # -- accept, training data, export -------------------------------------------------
-    def accept(self, i=None):
+    def accept(self, i=None, *, replace_broken=False):
         """Write image ``i``'s landmarks to its ``.pts`` (atomic; old file kept as backup).
+
+        An existing ``.pts`` that could not be read is replaced only with
+        ``replace_broken=True`` (it is then kept as the numbered backup).
 
         Returns
         -------
@@ -463,20 +282,28 @@ class Project:
         Raises
         ------
         ValueError
-            If some landmarks are missing (named in the message).
+            If some landmarks are missing (named in the message), or the existing ``.pts``
+            is unreadable and ``replace_broken`` is False.
         """
         i = self.index if i is None else i
         it, st = self.items[i], self.state(i)
+        if it.stem in self._broken_pts and not replace_broken:
+            raise ValueError(f"{self.problems[it.stem]}. That file is left as it is: fix or "
+                             "remove it, or accept again and confirm replacing it (the old "
+                             "file is kept as a backup)")
         if not st.complete:
             missing = [self.names[k] for k in np.flatnonzero(~st.placed)]
             raise ValueError(f"{it.stem}: place every landmark before accepting; missing: "
                              + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
         was_new = it.points is None
         path = write_pts(it.default_pts_path, st.points, backup=True)
+        self._broken_pts.discard(it.stem)
+        self.problems.pop(it.stem, None)
         it.pts_path = Path(path)
         it.points = st.points.copy()
         st.saved = st.points.copy()
         st.states = np.full(st.n_landmarks, CHECKED, object)
+        st.version += 1
         self.autosave(i)  # removes the draft
         return Path(path), was_new
 

@@ -39,18 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from ._convert import points_to_layer
+from .colours import LANDMARK_COLOR_CYCLE, landmark_colormap
 
 __all__ = ["get_reader", "read_pts_layers", "read_tps_layers", "read_dataset_layers",
            "LANDMARK_COLOR_CYCLE", "points_layer_kwargs"]
 
 LANDMARK_SUFFIXES = (".pts", ".tps")
 
-#: Fixed categorical colours, landmark i gets ``LANDMARK_COLOR_CYCLE[i % len(...)]``
-#: (matplotlib's tab10 followed by a few distinct extras).
-LANDMARK_COLOR_CYCLE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-    "#7f7f7f", "#bcbd22", "#17becf", "#ffff33", "#00ff7f",
-)
 
 
 # -- probing (must never raise) --------------------------------------------------------
@@ -118,8 +113,6 @@ def points_layer_kwargs(points_xy, *, name: str, names: list[str] | None = None,
     data = points_to_layer(points_xy)
     v = len(data)
     names = [str(i + 1) for i in range(v)] if names is None else list(names)
-    n_colors = len(LANDMARK_COLOR_CYCLE)
-    colormap = {i: LANDMARK_COLOR_CYCLE[i % n_colors] for i in range(max(v, 128))}
     meta = {"landmark_names": names}
     size = 10.0
     if image_shape is not None:
@@ -132,7 +125,7 @@ def points_layer_kwargs(points_xy, *, name: str, names: list[str] | None = None,
         "features": {"landmark": np.arange(v, dtype=int), "name": np.asarray(names, dtype=object)},
         "face_color": {
             "color_properties": "landmark",
-            "categorical_colormap": {"colormap": colormap, "fallback_color": list(LANDMARK_COLOR_CYCLE)},
+            "categorical_colormap": landmark_colormap(v),
             "color_mode": "cycle",
         },
         "border_color": "black",
