@@ -112,13 +112,18 @@ def _write_png(path, bgr):
 def fresh_output(out):
     """Make ``out`` an empty folder of the demo's own and return it.
 
-    A folder holding :data:`MARKER` was made by an earlier run and is deleted (so re-runs
+    A folder holding :data:`MARKER` was made by an earlier run and is emptied (so re-runs
     do not pile up backups); an empty folder is taken; any other existing folder is left
     alone and refused, since the demo must never delete what it did not make.
     """
     out = Path(out)
     if out.is_dir() and (out / MARKER).is_file():
-        shutil.rmtree(out)
+        # its content, not the folder itself, which may be a link to another disk
+        for entry in out.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     elif out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder; choose another --out")
     elif out.exists() and any(out.iterdir()):
@@ -126,8 +131,8 @@ def fresh_output(out):
                        f"has no {MARKER} file); choose another --out or remove the folder")
     out.mkdir(parents=True, exist_ok=True)
     # First, so that even a run that fails half-way leaves a folder the next run replaces.
-    (out / MARKER).write_text("Written by `napari-gsm demo`. The next demo run into this "
-                              "folder deletes it with everything in it.\n", encoding="utf-8")
+    (out / MARKER).write_text("Written by `napari-gsm demo`; the next demo run into this "
+                              "folder deletes everything in it.\n", encoding="utf-8")
     return out
 
 
