@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -106,9 +110,53 @@ def test_fit_folder_writes_pts_near_truth(wings, tmp_path, capsys):
         # of a wing is ~500 px, so 0.03 is ~15 px.
         assert nme(pred, truth) < 0.03
         assert stem in stdout
-    # a second run keeps the first result as a numbered backup
-    assert run(capsys, "fit", wings["model"], wings["test"], "-o", out)[0] == 0
-    assert (out / f"{wings['test_stems'][0]}.pts.~1~").is_file()
+
+
+def test_fit_never_replaces_an_annotation_unless_asked(wings, tmp_path, capsys):
+    """-o onto the annotated folder itself: annotations and earlier fits are skipped (and
+    said to be); --overwrite replaces them, keeping each as <stem>.pts.~N~; --unannotated
+    fits only images without a .pts beside them."""
+    proj = tmp_path / "proj"
+    shutil.copytree(wings["train"], proj)
+    for s in wings["test_stems"]:
+        shutil.copy(wings["test"] / f"{s}.jpg", proj)
+    annotated = {p.name: p.read_bytes() for p in proj.glob("*.pts")}
+    assert len(annotated) == 8
+    rc, stdout, _ = run(capsys, "fit", wings["model"], proj, "-o", proj)
+    assert rc == 0
+    assert {p.name: p.read_bytes() for p in proj.glob("*.pts") if p.name in annotated} \
+        == annotated
+    assert not list(proj.glob("*~")), "no backups: nothing was replaced"
+    for s in wings["test_stems"]:  # the two unannotated images got their fits
+        assert read_pts(proj / f"{s}.pts").shape == (12, 2)
+    assert "skipped 8 image(s)" in stdout and "--overwrite" in stdout
+    assert f"{proj / sorted(annotated)[0]} exists" in stdout  # listed, with the reason
+
+    # a re-run skips everything, with the reason per image in the JSON
+    rc, stdout, _ = run(capsys, "fit", wings["model"], proj, "-o", proj, "--json")
+    doc = json.loads(stdout)
+    assert rc == 0 and doc["images"] == [] and doc["totals"]["n_skipped"] == 10
+    assert {Path(r["file"]).name for r in doc["skipped"]} == set(annotated) | {
+        f"{s}.pts" for s in wings["test_stems"]}
+    assert {r["reason"] for r in doc["skipped"]} == {"output exists"}
+
+    # --unannotated: only images without a same-stem .pts beside them
+    (proj / f"{wings['test_stems'][0]}.pts").unlink()
+    out = tmp_path / "fits"
+    rc, stdout, _ = run(capsys, "fit", wings["model"], proj, "-o", out, "--unannotated",
+                        "--json")
+    doc = json.loads(stdout)
+    assert [Path(r["image"]).stem for r in doc["images"]] == [wings["test_stems"][0]]
+    assert sorted(p.name for p in out.iterdir()) == [f"{wings['test_stems'][0]}.pts"]
+    assert doc["totals"]["n_skipped"] == 9
+    assert {r["reason"] for r in doc["skipped"]} == {"annotated"}
+
+    # --overwrite replaces, keeping every previous file as a numbered backup
+    rc, stdout, _ = run(capsys, "fit", wings["model"], proj, "-o", proj, "--overwrite")
+    assert rc == 0 and "replaced 9 existing .pts file(s)" in stdout and ".pts.~1~" in stdout
+    for name, old in annotated.items():
+        assert (proj / f"{name}.~1~").read_bytes() == old
+        assert (proj / name).read_bytes() != old
 
 
 def test_gsm_cr_train_fit_evaluate(wings, tmp_path, capsys):
@@ -183,7 +231,7 @@ def test_init_from_points_folder(wings, tmp_path, capsys):
     shutil.copytree(wings["truth"], bad)
     stem = wings["test_stems"][1]
     (bad / f"{stem}.pts").write_text("version: 1\nn_points: 2\n{\n1 1\n2 2\n}\n")
-    rc, _, err = run(capsys, "fit", wings["model"], wings["test"], "-o", tmp_path / "o",
+    rc, _, err = run(capsys, "fit", wings["model"], wings["test"], "-o", tmp_path / "o2",
                      "--init", f"pts:{bad}")
     assert rc == 2 and str(bad / f"{stem}.pts") in err and "2 points" in err
 
@@ -237,15 +285,19 @@ def test_evaluate_json_matches_evaluate_module(wings, tmp_path, capsys):
         truth = read_pts(data / f"{stem}.pts")
         # the same fit (deterministic) written by `fit` and by `evaluate -o`
         e = nme(read_pts(fit_out / f"{stem}.pts"), truth, "diagonal")
-        assert r["nme"] == pytest.approx(e, rel=1e-9)
-        assert r["nme"] == pytest.approx(nme(read_pts(r["output"]), truth), rel=1e-9)
+        # NME in percent, as everywhere a person reads it
+        assert r["nme_pct"] == pytest.approx(100 * e, rel=1e-9)
+        assert r["nme_pct"] == pytest.approx(100 * nme(read_pts(r["output"]), truth), rel=1e-9)
         errs.append(e)
     s = summarise(errs)
     assert doc["n_images"] == 2 and doc["norm"] == "auto" and doc["norm_used"] == "diagonal"
-    assert doc["mean_nme"] == pytest.approx(s["mean"])
-    assert doc["median_nme"] == pytest.approx(s["median"])
-    assert doc["auc"] == pytest.approx(auc(errs, 0.08))
-    assert doc["failure_rate"] == 0.0
+    assert doc["mean_nme_pct"] == pytest.approx(100 * s["mean"])
+    assert doc["median_nme_pct"] == pytest.approx(100 * s["median"])
+    assert doc["max_error_pct"] == 8
+    assert doc["auc_pct"] == pytest.approx(100 * auc(errs, 0.08))
+    assert doc["failure_rate_pct"] == 0.0
+    assert all(k.endswith("_pct") for k in doc
+               if "nme" in k or k.startswith(("auc", "failure", "max_error")))
     assert doc["median_fit_ms"] == pytest.approx(np.median([r["fit_ms"] for r in doc["images"]]))
     # pair normaliser: errors scale by diagonal / pair distance
     rc, stdout, _ = run(capsys, "evaluate", wings["model"], data, "--json", "--norm", "pair:0,1")
@@ -253,19 +305,30 @@ def test_evaluate_json_matches_evaluate_module(wings, tmp_path, capsys):
     for r_d, r_p in zip(doc["images"], pair["images"]):
         t = read_pts(data / f"{Path(r_d['image']).stem}.pts")
         ratio = np.hypot(*np.ptp(t, 0)) / np.hypot(*(t[0] - t[1]))
-        assert r_p["nme"] == pytest.approx(r_d["nme"] * ratio, rel=1e-9)
-    # human-readable output
+        assert r_p["nme_pct"] == pytest.approx(r_d["nme_pct"] * ratio, rel=1e-9)
+    # human-readable output: the same percentages
     rc, stdout, _ = run(capsys, "evaluate", wings["model"], data)
-    assert rc == 0 and "AUC@0.08" in stdout and "median NME" in stdout
+    assert rc == 0 and "AUC@8 %" in stdout
+    assert f"mean NME        {doc['mean_nme_pct']:.3f} %" in stdout
+    assert f"median NME      {doc['median_nme_pct']:.3f} %" in stdout
+    # the cut-off is a percentage too: between the two images' errors, one fails
+    lo, hi = sorted(r["nme_pct"] for r in doc["images"])
+    rc, stdout, _ = run(capsys, "evaluate", wings["model"], data, "--json", "--max-error",
+                        (lo + hi) / 2)
+    assert json.loads(stdout)["failure_rate_pct"] == pytest.approx(50.0)
     # 'eyes' needs 68 points
     rc, _, err = run(capsys, "evaluate", wings["model"], data, "--norm", "eyes")
     assert rc == 2 and "68" in err
 
 
 def _assert_user_error(rc, err, *names):
+    """One line "napari-gsm: error: <names[0]>[:line]: <what is wrong>", for people: no Python
+    class names, error numbers or numpy advice."""
     assert rc == 2
-    assert err.startswith("napari-gsm: error: ") and "Traceback" not in err
+    assert re.match(rf"napari-gsm: error: {re.escape(str(names[0]))}(:\d+)?: ", err), err
+    assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+    assert not re.search(r"Error\b|Exception|Errno|pickle", err.replace(str(names[0]), "")), err
     for n in names:
         assert str(n) in err
 
@@ -308,31 +371,188 @@ def test_user_errors_exit_2_naming_the_file(wings, tmp_path, capsys):
         for suffix in (".jpg", ".pts"):
             shutil.copy(FACES / f"image_0372{suffix}", faces)
         _assert_user_error(*run(capsys, "evaluate", wings["model"], faces)[::2], faces, "68")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    _assert_user_error(*run(capsys, "fit", wings["model"], wings["test"], "-o", a_file)[::2],
+                       a_file, "not a folder")
+    _assert_user_error(*run(capsys, "train", wings["train"], "--method", "gsm3d", "--mean3d",
+                            tmp_path / "no.npy", "-o", tmp_path / "m.npz")[::2],
+                       tmp_path / "no.npy")
+    if Path("/proc/self").is_dir():  # a folder nobody can write to, root included
+        _assert_user_error(*run(capsys, "train", wings["train"], "-o", "/proc/m.npz")[::2],
+                           "/proc/m.npz")
     assert not out.exists() or not any(out.iterdir())  # nothing written on an error
 
 
-def test_demo_without_viewer(tmp_path, capsys):
+def test_corrupt_model_is_named_as_not_a_model(wings, tmp_path, capsys):
+    """Whatever the damage, the message names the file, says it is not a napari-gsm
+    model and never suggests loading it with pickles allowed."""
+    rng = np.random.default_rng(1)
+    head = {"format": "napari-gsm-model", "format_version": 1, "meta": {}}
+    meta = np.frombuffer(json.dumps(head).encode(), np.uint8)
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("notes.txt", "not arrays")
+    objects = io.BytesIO()
+    np.savez(objects, __meta__=meta, evil=np.array([{"x": 1}], dtype=object))
+    single = io.BytesIO()
+    np.save(single, np.ones(3))
+    files = {"random.npz": rng.integers(0, 256, 3000, dtype=np.uint8).tobytes(),
+             "zip.npz": zipped.getvalue(), "objects.npz": objects.getvalue(),
+             "array.npy": single.getvalue()}
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        rc, _, err = run(capsys, "fit", path, wings["test"], "-o", tmp_path / "o")
+        _assert_user_error(rc, err, path, "not a napari-gsm model")
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal: progress bars are drawn."""
+
+    def isatty(self):
+        return True
+
+
+def test_training_progress_is_one_bar_labelled_with_the_stage(wings, tmp_path, monkeypatch):
+    """GSM-CR on a terminal: one bar from the detectors to the last cascade level, counting
+    all levels' images, cleared only at the end (never blank between stages)."""
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main(["train", str(wings["train"]), "--method", "gsm-cr", "-o",
+                 str(tmp_path / "cr.npz")]) == 0
+    frames = [f for f in term.getvalue().split("\r") if f]
+    assert all(f.strip() for f in frames[:-1]) and not frames[-1].strip()
+    assert frames[0].startswith("detectors:")
+    levels = [re.match(r"cascade level (\d)/5: +\d+%\|.*\| (\d+)/(\d+) ", f) for f in frames
+              if f.startswith("cascade")]
+    assert all(levels) and {m[1] for m in levels} == set("12345")
+    counts = [int(m[2]) for m in levels]
+    assert counts == sorted(counts) and levels[-1].group(2, 3) == ("40", "40")  # 5 x 8 images
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(wings, tmp_path, capsys, monkeypatch):
+    """In a log or a pipe: one line per report here (interval 0), stage, done/total and
+    elapsed time on stderr; stdout keeps exactly the JSON document."""
+    monkeypatch.setenv("NAPARI_GSM_PROGRESS_SECONDS", "0")
+    line = r"napari-gsm {}: {} (\d+)/(\d+) \(\d+ %\), \d\d:\d\d elapsed"
+    rc, stdout, err = run(capsys, "train", wings["train"], "--method", "gsm-cr", "-o",
+                          tmp_path / "cr.npz", "--json")
+    assert rc == 0 and json.loads(stdout)["method"] == "gsm-cr"
+    stages = "(detectors|cascade level [1-5]/5)"
+    assert all(re.fullmatch(line.format("train", stages), t) for t in err.splitlines()), err
+    assert "train: detectors 8/8 (100 %)" in err and "cascade level 5/5 40/40 (100 %)" in err
+    for command, args in (("fit", ("-o", tmp_path / "fits", "--json")),
+                          ("evaluate", ("--json",))):
+        data = wings["test"] if command == "fit" else wings["train"]
+        rc, stdout, err = run(capsys, command, wings["model"], data, *args)
+        assert rc == 0 and json.loads(stdout)
+        n = 2 if command == "fit" else 8
+        done = [re.fullmatch(line.format(command, "fitting"), t) for t in err.splitlines()]
+        assert all(done) and [int(m[1]) for m in done] == list(range(1, n + 1)), err
+        assert {int(m[2]) for m in done} == {n}
+
+
+def test_progress_lines_every_interval():
+    """Off a terminal a line at most every `interval` seconds, and the last one of a
+    stage once some line was printed; a short job prints nothing."""
+    from napari_gsm.cli._progress import Progress
+
+    now = [0.0]
+    out = io.StringIO()
+    p = Progress("fit", stream=out, interval=10, clock=lambda: now[0])
+    for done in range(1, 101):
+        now[0] = done * 0.3  # 30 s in all
+        p(done, 100, "fitting")
+    lines = out.getvalue().splitlines()
+    assert [t.split()[3] for t in lines] == ["34/100", "68/100", "100/100"]
+    assert lines[-1] == "napari-gsm fit: fitting 100/100 (100 %), 00:30 elapsed"
+    quick = io.StringIO()
+    p = Progress("fit", stream=quick, interval=10, clock=lambda: 0.0)
+    for done in range(1, 11):
+        p(done, 10, "fitting")
+    assert quick.getvalue() == ""
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """``demo --no-viewer`` run twice into the same folder: the files after the first run,
+    and the second run's folder and printout."""
     if not (FACES.is_dir() and WINGS.is_dir()):
         pytest.skip("sample data not present")
-    out = tmp_path / "demo"
-    rc, stdout, _ = run(capsys, "demo", "--no-viewer", "--out", out)
-    assert rc == 0
-    face_stems = sorted(p.stem for p in FACES.glob("*.pts"))[-2:]
-    wing_stems = sorted(p.stem for p in WINGS.glob("*.pts"))[-2:]
-    for name, stems in (("faces", face_stems), ("wings", wing_stems)):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    first = None
+    for _ in range(2):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert main(["demo", "--no-viewer", "--out", str(out)]) == 0
+        first = first or _files(out)
+    return {"out": out, "stdout": buf.getvalue(), "first": first,
+            "held": {name: sorted(p.stem for p in (REPO / "sample_data" / name).glob("*.pts"))[-2:]
+                     for name in ("faces", "wings")}}
+
+
+def test_demo_writes_fits_overlays_and_prints_nme_in_percent(demo):
+    out = demo["out"]
+    for name, stems in demo["held"].items():
         assert (out / f"{name}-model.npz").is_file()
         for s in stems:
-            pred = read_pts(out / name / f"{s}.pts")
+            pred = read_pts(out / "fits" / name / f"{s}.pts")
             truth = read_pts(REPO / "sample_data" / name / f"{s}.pts")
             assert pred.shape == truth.shape and not np.array_equal(pred, truth)
-            assert nme(pred, truth) < 0.2  # a fit, not noise
+            err = nme(pred, truth)
+            assert err < 0.2  # a fit, not noise
             png = out / "overlays" / f"{name}-{s}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-            assert f"{name}  {s}" in stdout or (name in stdout and s in stdout)
+            row = next(line.split() for line in demo["stdout"].splitlines()
+                       if line.startswith(name) and s in line)
+            # the table's NME is a percentage (.pts rounding moves the last digit at most)
+            assert float(row[-2]) == pytest.approx(100 * err, abs=0.02)
         # the training images' annotations are copied unchanged next to the fits
         train_stem = sorted(p.stem for p in (REPO / "sample_data" / name).glob("*.pts"))[0]
         np.testing.assert_array_equal(read_pts(out / name / f"{train_stem}.pts"),
                                       read_pts(REPO / "sample_data" / name / f"{train_stem}.pts"))
+    assert "NME %" in demo["stdout"]
+
+
+def test_demo_project_opens_on_a_fitted_image(demo):
+    """The held-out images are fitted drafts, not accepted annotations, and the first
+    image still to annotate (where the widget opens) is one of them."""
+    from napari_gsm.ui.project import FITTED, Project
+
+    for name, stems in demo["held"].items():
+        project = Project(demo["out"] / name)
+        for s in stems:
+            i = project.stems.index(s)
+            assert not project.is_annotated(i) and project.status(i) == "fitted"
+            assert not (demo["out"] / name / f"{s}.pts").exists()
+            st = project.state(i)
+            assert (st.states == FITTED).all()
+            fit = read_pts(demo["out"] / "fits" / name / f"{s}.pts")
+            np.testing.assert_allclose(st.points, fit, atol=1e-3)
+        first = project.next_unannotated(after=-1)
+        assert project.stems[first] in stems and project.status(first) == "fitted"
+        assert project.n_annotated == len(project) - 2
+
+
+def test_demo_rerun_replaces_its_own_output(demo, tmp_path, capsys):
+    second = _files(demo["out"])
+    assert not [f for f in second if "~" in f], "no numbered backups"
+    assert set(second) == set(demo["first"])
+    assert sum(second.values()) <= 1.001 * sum(demo["first"].values())
+    assert (demo["out"] / ".napari-gsm-demo").is_file()
+    # a folder the demo did not make is never emptied
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    rc, _, err = run(capsys, "demo", "--no-viewer", "--out", mine)
+    _assert_user_error(rc, err, mine, "--out")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
 def test_console_script_subprocess(wings, tmp_path):

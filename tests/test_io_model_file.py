@@ -162,3 +162,50 @@ def test_object_arrays_refused(tmp_path):
     p.write_bytes(buf.getvalue())
     _check(p, "object")
     assert zipfile.is_zipfile(p)
+
+
+def _corruptions(tmp_path):
+    """Files that are not model files, each as a user might hand one over."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    head = {"format": "napari-gsm-model", "format_version": 1, "meta": {}}
+    files = {}
+    files["random.npz"] = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:  # a zip, but not of arrays
+        zf.writestr("readme.txt", "hello")
+    files["plain.zip"] = buf.getvalue()
+    files["pickle.npz"] = pickle.dumps({"a": np.ones(3)})
+    for name, arrays in (("object.npz", {"evil": np.array([{"x": 1}], dtype=object)}),
+                         ("object-meta.npz", {"__meta__": np.array([head], dtype=object)}),
+                         ("object-member.npz", {"__meta__": _meta_bytes(head),
+                                                "evil": np.array([{"x": 1}], dtype=object)})):
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        files[name] = buf.getvalue()
+    for name, arr in (("array.npy", np.ones(3)), ("objects.npy", np.array([{}], dtype=object))):
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=True)
+        files[name] = buf.getvalue()
+    model = save_model_file(tmp_path / "good.npz", _arrays(), META).read_bytes()
+    files["truncated.npz"] = model[: len(model) // 2]
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    return paths
+
+
+def test_corrupt_files_are_named_and_never_invite_an_unsafe_load(tmp_path):
+    import re
+
+    for path in _corruptions(tmp_path):
+        with pytest.raises(ModelFileError) as info:
+            load_model_file(path)
+        msg = str(info.value)
+        assert msg.startswith(f"{path}: not a napari-gsm model file"), msg
+        what = msg[len(str(path)):]
+        assert "pickle" not in what.lower(), msg
+        # no Python class names (ValueError, BadZipFile, ...): the message is for people
+        assert not re.search(r"[a-z][A-Z]|Error|Exception", what), msg

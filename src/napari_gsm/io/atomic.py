@@ -131,6 +131,8 @@ def atomic_write_bytes(path, data: bytes, *, backup: bool = True) -> Path:
             break
         except FileExistsError:
             continue
+        except OSError as e:  # e.g. an unwritable folder: name the file asked for, not tmp
+            raise type(e)(e.errno, e.strerror, os.fspath(given)) from None
 
     made_backup = None
     try:

@@ -85,36 +85,47 @@ def save_model_file(path, arrays: dict[str, np.ndarray], meta: dict, *, backup: 
     return atomic_write_bytes(path, buf.getvalue(), backup=backup)
 
 
+#: How every "this file is no model" message starts, whatever the file turned out to be.
+_NOT_A_MODEL = "not a napari-gsm model file"
+
+
 def _open(path):
+    # numpy's own messages are left out: they name Python exceptions and advise loading
+    # with allow_pickle, which would run code from the file.
     try:
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ModelFileError(path, "no such model file") from None
     except IsADirectoryError:
         raise ModelFileError(path, "is a folder, not a model file") from None
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise ModelFileError(path, f"not a valid model file (corrupt or truncated zip: {e})") from None
-    except (ValueError, OSError) as e:
-        # np.load raises ValueError for pickles and unknown content, OSError for I/O.
-        raise ModelFileError(path, f"not a napari-gsm model file (.npz): {e}") from None
+    except PermissionError as e:
+        raise ModelFileError(path, f"cannot be read ({e.strerror})") from None
+    except (zipfile.BadZipFile, EOFError):
+        raise ModelFileError(path, f"{_NOT_A_MODEL}, or a damaged one (corrupt or truncated "
+                             "archive)") from None
+    except (ValueError, OSError):
+        # np.load raises ValueError for pickles and unknown content, OSError for the rest.
+        raise ModelFileError(path, f"{_NOT_A_MODEL} (not an .npz archive)") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ModelFileError(path, "not a napari-gsm model file: a single .npy array, not an .npz archive")
+        raise ModelFileError(path, f"{_NOT_A_MODEL} (a single .npy array, not an .npz archive)")
     return npz
 
 
 def _header(npz, path) -> dict:
     if _META_KEY not in npz.files:
-        raise ModelFileError(path, "not a napari-gsm model file (no __meta__ entry)")
+        raise ModelFileError(path, f"{_NOT_A_MODEL} (an .npz archive with no {_META_KEY} "
+                             "entry)")
     raw = _member(npz, _META_KEY, path)
     if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ModelFileError(path, "__meta__ is not UTF-8 JSON bytes")
+        raise ModelFileError(path, f"{_NOT_A_MODEL} ({_META_KEY} is not UTF-8 JSON bytes)")
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(path, f"metadata is not valid JSON: {e}") from None
     if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
         got = header.get("format") if isinstance(header, dict) else None
-        raise ModelFileError(path, f"wrong format {got!r}, expected {MODEL_FORMAT!r}")
+        raise ModelFileError(path, f"{_NOT_A_MODEL} (wrong format {got!r}, expected "
+                             f"{MODEL_FORMAT!r})")
     version = header.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(path, f"invalid format_version {version!r}")
@@ -135,10 +146,12 @@ def _member(npz, key, path) -> np.ndarray:
         return npz[key]
     except ValueError as e:
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
-            raise ModelFileError(path, f"array {key!r} is an object (pickle) array; refused for safety") from None
-        raise ModelFileError(path, f"array {key!r} is corrupt: {e}") from None
-    except Exception as e:  # zlib.error, BadZipFile (CRC), EOFError, OSError: all mean "damaged file"
-        raise ModelFileError(path, f"array {key!r} is corrupt or truncated ({type(e).__name__}: {e})") from None
+            raise ModelFileError(path, f"{_NOT_A_MODEL}: its array {key!r} holds Python objects, "
+                                 "which model files never do (refused: loading them could run "
+                                 "code)") from None
+        raise ModelFileError(path, f"array {key!r} is corrupt") from None
+    except Exception:  # zlib.error, BadZipFile (CRC), EOFError, OSError: all mean "damaged file"
+        raise ModelFileError(path, f"array {key!r} is corrupt or truncated") from None
 
 
 def read_model_header(path) -> dict:

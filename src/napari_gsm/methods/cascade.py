@@ -467,6 +467,8 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         for k in range(levels):
+            if progress is not None:  # name the level as it starts, before its first images
+                progress(k * N, total, f"cascade level {k + 1}/{levels}")
             thetas = _poses(cur.reshape(N * M, v, 2), s0, sm).reshape(N, M, 4)
             x = _to_frame(cur.reshape(N * M, v, 2), thetas.reshape(-1, 4), sm).reshape(N, M, v, 2)
             xt = _to_frame(np.repeat(truth, M, 0), thetas.reshape(-1, 4), sm).reshape(N, M, v, 2)
