@@ -1,9 +1,11 @@
 """Make ``docs/screenshot.png``: the annotation widget on the sample faces, after a fit.
 
 Copies ``sample_data/faces`` to a temporary folder, holds back one image's landmarks (the
-image to annotate), opens it with :func:`napari_gsm.ui.launch`, trains a HoG model with
-face-detector starts, fits the held-back face, moves two landmarks (so pinned points show
-next to fitted ones) and re-fits, then saves a screenshot of the whole window.
+image to annotate), opens it with :func:`napari_gsm.ui.launch` in a 1366x768 window (a
+laptop screen), trains a HoG model with face-detector starts, fits the held-back face, drags
+two landmarks with the mouse (so pinned points show next to fitted ones), re-fits with the
+key a person presses, hovers a landmark (its name shows) and saves a screenshot of the whole
+window.
 
 Usage::
 
@@ -23,21 +25,30 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SIZE = (1500, 950)
+SIZE = (1366, 768)
 
 
 def main(out=None):
     out = Path(out or REPO / "docs" / "screenshot.png")
     if not os.environ.get("DISPLAY") and shutil.which("xvfb-run") and not os.environ.get("_GSM_XVFB"):
         env = {**os.environ, "_GSM_XVFB": "1"}
-        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1920x1200x24", sys.executable, __file__, str(out)]
+        cmd = ["xvfb-run", "-a", "-s", f"-screen 0 {SIZE[0]}x{SIZE[1]}x24", sys.executable, __file__, str(out)]
         return subprocess.call(cmd, env=env)
 
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
+    sys.path.insert(0, str(REPO / "tests" / "ui"))
+    from gui import drag, hover, key, settle  # the tests' real mouse and key events
+
     from napari_gsm.ui import launch
     from napari_gsm.ui.launch import find_widget
+
+    def wait(w):
+        while not (w.jobs.idle and w.train_worker is None):
+            QApplication.processEvents()
+            time.sleep(0.01)
+        settle(10)
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "faces"
@@ -49,29 +60,21 @@ def main(out=None):
         w = find_widget(viewer)
         w.face_check.setChecked(True)
         w.train()
-        while w.train_worker is not None:  # the worker reports back through the event loop
-            QApplication.processEvents()
-            time.sleep(0.01)
+        wait(w)
         if w.model is None:
             raise RuntimeError(f"training failed: {w.status_label.text()}")
         w.show_image(w.project.stems.index("image_0552"))
-        result = w.fit()
-        if result is None:
+        key(viewer, "G")
+        wait(w)
+        st = w.project.state()
+        if not np.isfinite(st.points).all():
             raise RuntimeError(f"fitting failed: {w.status_label.text()}")
         # A person drags two landmarks (an eye corner and the chin tip): they become pinned.
-        layer = w.points_layer
-        data = layer.data.copy()
         for k, shift in ((36, (-2.0, -1.5)), (8, (3.0, 0.0))):
-            row = int(np.flatnonzero(layer.features["index"] == k)[0])
-            data[row] += shift[::-1]
-        layer.data = data
-        w.refit()
-        layer.selected_data = set()
-        viewer.layers.selection.active = layer
-        layer.mode = "select"
-        viewer.reset_view()
-        for _ in range(20):
-            QApplication.processEvents()
+            drag(viewer, st.points[k], st.points[k] + shift)
+        key(viewer, "Shift-G")
+        wait(w)
+        hover(viewer, w.project.state().points[48])
         out.parent.mkdir(parents=True, exist_ok=True)
         viewer.screenshot(path=str(out), canvas_only=False, flash=False)
         print(f"wrote {out} ({w.status_label.text()})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QFrame,
                             QGroupBox, QHBoxLayout, QLabel, QListWidget, QProgressBar,
                             QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout,
@@ -46,6 +46,20 @@ def _hbox(*items):
         widget, stretch = item if isinstance(item, tuple) else (item, 0)
         row.addWidget(widget, stretch)
     return row
+
+
+class _ImageList(QListWidget):
+    """The project's images; compact by default, taller when the dock has room."""
+
+    def __init__(self):
+        super().__init__()
+        self.setMinimumHeight(80)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setToolTip("\u2713 accepted \u00b7 \u270e unsaved edits \u00b7 ~ fitted \u00b7 "
+                        "\u26a0 unreadable file")
+
+    def sizeHint(self):
+        return QSize(super().sizeHint().width(), 120)
 
 
 class AnnotationView(QWidget):
@@ -114,18 +128,11 @@ class AnnotationView(QWidget):
         # A long path must not widen the dock: the label shows what fits, the tooltip all.
         self.path_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         v.addLayout(_hbox(self.open_btn, (self.path_label, 1)))
-        self.image_list = QListWidget()
-        self.image_list.setMinimumHeight(90)
-        self.image_list.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.image_list = _ImageList()
         v.addWidget(self.image_list, 1)
         self.count_label = QLabel("")
         self.count_label.setWordWrap(True)
         v.addWidget(self.count_label)
-        legend = QLabel("\u2713 accepted \u00b7 \u270e unsaved edits \u00b7 ~ fitted \u00b7 "
-                        "\u26a0 unreadable file")
-        legend.setWordWrap(True)
-        legend.setStyleSheet("color: gray")
-        v.addWidget(legend)
         return box
 
     def _landmarks_box(self):
@@ -134,16 +141,18 @@ class AnnotationView(QWidget):
         self.target_label = QLabel("")
         self.target_label.setStyleSheet("font-weight: bold")
         self.target_label.setWordWrap(True)
-        v.addWidget(self.target_label)
-        self.back_btn = self._button("\u25c0 back", "back_landmark")
-        self.skip_btn = self._button("skip \u25b6", "skip_landmark")
         self.names_check = QCheckBox("all names")
         self.names_check.setToolTip("show every landmark's name; otherwise only the selected "
                                     "and the hovered landmark's")
-        v.addLayout(_hbox(self.back_btn, self.skip_btn, self.names_check))
-        self.undo_btn = self._button("Undo", "undo")
-        self.pin_btn = self._button("Pin / unpin", "toggle_pin")
-        v.addLayout(_hbox(self.undo_btn, self.pin_btn))
+        v.addLayout(_hbox((self.target_label, 1), self.names_check))
+        self.back_btn = self._button("\u25c0", "back_landmark",
+                                     "back: the next click places the previous landmark ([)")
+        self.skip_btn = self._button("\u25b6", "skip_landmark",
+                                     "skip: the next click places the next landmark (])")
+        self.undo_btn = self._button("Undo", "undo", "undo a landmark edit (Ctrl+Z)")
+        self.pin_btn = self._button("Pin / unpin", "toggle_pin",
+                                    "pin or unpin the selected landmarks (K)")
+        v.addLayout(_hbox(self.back_btn, self.skip_btn, (self.undo_btn, 1), (self.pin_btn, 1)))
         return box
 
     def _fit_box(self):

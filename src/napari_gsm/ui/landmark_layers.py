@@ -97,19 +97,26 @@ class LandmarkLayers:
         border[states == CHECKED] = (0.1, 0.1, 0.1, 1)
         layer = self.points
         old_n = len(layer.data)
+        if old_n == 0 and not len(idx):
+            return  # nothing drawn, nothing to draw
         self._drawing = True
         try:
-            layer.data = points_to_layer(state.points[ok])
-            names = [self.names[k] for k in idx]
-            layer.features = _features(idx, names, states, names if self.all_names else
-                                       [""] * len(idx))
-            if len(idx):
-                layer.face_color = face
-                layer.border_color = border
-                layer.border_width = np.where(states == FITTED, 0.3, 0.15)
-            self._set_feature_defaults()
-            if old_n != len(idx):
-                layer.selected_data = set()
+            # One redraw for all of it: each property would otherwise redraw the layer (about
+            # 30 ms on the UI thread for 68 points).
+            with layer.events.blocker_all():
+                layer.data = points_to_layer(state.points[ok])
+                names = [self.names[k] for k in idx]
+                layer.features = _features(idx, names, states, names if self.all_names else
+                                           [""] * len(idx))
+                if len(idx):
+                    layer.face_color = face
+                    layer.border_color = border
+                    layer.border_width = np.where(states == FITTED, 0.3, 0.15)
+                self._set_feature_defaults()
+                layer.text.refresh(layer.features)
+                if old_n != len(idx):
+                    layer.selected_data = set()
+            layer.refresh()
         finally:
             self._drawing = False
         self.refresh_labels()
@@ -199,9 +206,10 @@ class LandmarkLayers:
             self.viewer.layers.move(self.viewer.layers.index(layer), 0)
             self.image = layer
         size = max(4.0, 0.015 * max(image.shape[:2]))
-        self.points.size = size
-        self.points.current_size = size
-        self.points.text.translation = np.array([-0.6 * size, 0.6 * size])
+        if self.points.current_size != size:  # each of these redraws the layer
+            self.points.size = size
+            self.points.current_size = size
+            self.points.text.translation = np.array([-0.6 * size, 0.6 * size])
         self.viewer.reset_view()
 
     # == start boxes ====================================================================

@@ -294,7 +294,8 @@ class AnnotationWidget(AnnotationView):
             self.image_list.setCurrentRow(p.index)
         finally:
             self._updating_list = False
-        self.count_label.setText(f"{p.n_annotated} / {len(p)} annotated")
+        self.count_label.setText(f"{p.n_annotated} / {len(p)} annotated  (\u2713 accepted, "
+                                 "\u270e edited, ~ fitted, \u26a0 unreadable)")
 
     # == drawing the landmarks and reading edits back ===================================
     def render(self):
