@@ -45,7 +45,7 @@ def main(out=None):
     from napari_gsm.ui.launch import find_widget
 
     def wait(w):
-        while not (w.jobs.idle and w.train_worker is None):
+        while not (w.jobs.idle and w.training is None):
             QApplication.processEvents()
             time.sleep(0.01)
         settle(10)

@@ -93,6 +93,10 @@ def click_list_row(list_widget, row):
 def wait_idle(qtbot, widget, timeout=60000):
     """Wait until the annotation widget's background work is done and delivered."""
     jobs = getattr(widget, "jobs", None)  # older widgets ran jobs on the UI thread
-    qtbot.waitUntil(lambda: (jobs is None or jobs.idle) and widget.train_worker is None
-                    and widget.fit_worker is None, timeout=timeout)
+
+    def idle():
+        training = getattr(widget, "training", getattr(widget, "train_worker", None))
+        return (jobs is None or jobs.idle) and training is None and widget.fit_worker is None
+
+    qtbot.waitUntil(idle, timeout=timeout)
     settle()

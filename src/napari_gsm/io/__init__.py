@@ -5,9 +5,10 @@ centre of the top-left pixel is ``(0, 0)``. Missing landmarks are NaN rows.
 """
 
 from .atomic import atomic_write_bytes, atomic_write_text
-from .dataset import NAMES_FILE, Dataset, DatasetItem, load_dataset, read_names, write_names
+from .dataset import (NAMES_FILE, Dataset, DatasetItem, add_to_dataset, load_dataset, read_names,
+                      write_names)
 from .errors import ImageFileError, LandmarkFileError, ModelFileError
-from .images import IMAGE_SUFFIXES, composite_alpha, read_image, to_grey
+from .images import IMAGE_SUFFIXES, composite_alpha, read_image, to_grey, write_image
 from .model_file import MODEL_FORMAT_VERSION, load_model_file, read_model_header, save_model_file
 from .pts import format_pts, parse_pts, read_pts, write_pts
 from .tps import TpsSpecimen, format_tps, parse_tps, read_tps, write_tps
@@ -29,11 +30,13 @@ __all__ = [
     "parse_tps",
     "IMAGE_SUFFIXES",
     "read_image",
+    "write_image",
     "to_grey",
     "composite_alpha",
     "Dataset",
     "DatasetItem",
     "load_dataset",
+    "add_to_dataset",
     "read_names",
     "write_names",
     "NAMES_FILE",

@@ -24,10 +24,11 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import LandmarkFileError
-from .images import IMAGE_SUFFIXES, read_image
-from .pts import _read_small_text, _split_lines, read_pts
+from .images import IMAGE_SUFFIXES, read_image, write_image
+from .pts import _read_small_text, _split_lines, read_pts, write_pts
 
-__all__ = ["Dataset", "DatasetItem", "load_dataset", "read_names", "write_names", "NAMES_FILE"]
+__all__ = ["Dataset", "DatasetItem", "load_dataset", "read_names", "write_names", "NAMES_FILE",
+           "add_to_dataset"]
 
 #: Name of the optional landmark-names sidecar in a dataset folder.
 NAMES_FILE = "landmarks.txt"
@@ -258,3 +259,54 @@ def load_dataset(folder, *, names=None, strict: bool = True) -> Dataset:
 
     orphans = sorted(p for stem, p in pts_files.items() if stem not in images)
     return Dataset(root=root, items=items, landmark_names=landmark_names, orphans=orphans, problems=problems)
+
+
+def add_to_dataset(folder, stem, image, points, *, names=None):
+    """Add one annotated image to a dataset folder: ``<stem>.png`` and ``<stem>.pts``.
+
+    Both writes are atomic. An existing ``.pts`` of that stem is kept as a numbered backup,
+    an existing different ``.png`` likewise; an identical image is not written again.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Created if needed.
+    stem : str
+        File name without suffix.
+    image : array
+        Written losslessly (see :func:`napari_gsm.io.write_image`).
+    points : (v, 2) array
+        0-based ``(x, y)``.
+    names : sequence of str, optional
+        Written to ``landmarks.txt`` when the folder has none yet.
+
+    Returns
+    -------
+    (image_path, pts_path) : tuple of pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        If the folder holds another image of that stem (``stem.jpg`` ...: the ``.pts`` would
+        be ambiguous), a different landmark count than its other annotations or names, or
+        the stem is not a plain file name.
+    """
+    folder = Path(folder)
+    stem = str(stem)
+    if not stem or Path(stem).name != stem or stem.startswith("."):
+        raise ValueError(f"{stem!r} is not a usable file name")
+    points = np.asarray(points, float)
+    folder.mkdir(parents=True, exist_ok=True)
+    image_path = folder / f"{stem}.png"
+    others = [q for q in folder.iterdir() if q.stem == stem and q != image_path
+              and q.suffix.lower() in IMAGE_SUFFIXES]
+    if others:
+        raise ValueError(f"{others[0]}: another image named {stem!r} is already in {folder}")
+    existing = load_dataset(folder, strict=False)
+    v = existing.n_landmarks
+    if v is not None and v != len(points):
+        raise ValueError(f"{folder}: its annotations have {v} landmarks, these {len(points)}")
+    if names is not None and existing.landmark_names is None:
+        write_names(folder, names)
+    write_image(image_path, image)
+    return image_path, Path(write_pts(folder / f"{stem}.pts", points, backup=True))

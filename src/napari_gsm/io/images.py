@@ -8,9 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .errors import ImageFileError
 
-__all__ = ["IMAGE_SUFFIXES", "read_image", "to_grey", "composite_alpha"]
+__all__ = ["IMAGE_SUFFIXES", "read_image", "write_image", "to_grey", "composite_alpha"]
 
 #: File name suffixes recognised as images (compare lower-cased).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -83,6 +84,36 @@ def read_image(path) -> np.ndarray:
     if image.size == 0 or image.ndim not in (2, 3):
         raise ImageFileError(path, f"decoded to an unusable array of shape {image.shape}")
     return image
+
+
+def write_image(path, image, *, backup=True):
+    """Write an image losslessly as PNG, atomically; returns the path.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Target file; its suffix should be ``.png``.
+    image : (H, W), (H, W, 3) or (H, W, 4) array
+        Grey, RGB or RGBA, ``uint8`` or ``uint16`` (kept as they are); other dtypes are
+        scaled to ``uint16`` from ``[0, 1]`` (floats) or their dtype's range.
+    backup : bool
+        Keep an existing, different file as a numbered backup (an identical one is left
+        alone and not backed up).
+    """
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"{path}: cannot save an image of shape {image.shape} "
+                         "(grey, RGB or RGBA expected)")
+    if image.dtype not in (np.uint8, np.uint16):
+        image = np.rint(_unit_scale(image) * 65535).astype(np.uint16)
+    ok, buf = cv2.imencode(".png", _bgr_to_rgb(image))  # the swap is its own inverse
+    if not ok:
+        raise ImageFileError(path, "could not encode the image as PNG")
+    data = buf.tobytes()
+    path = Path(path)
+    if path.is_file() and path.read_bytes() == data:
+        return path
+    return atomic_write_bytes(path, data, backup=backup)
 
 
 def _unit_scale(image):

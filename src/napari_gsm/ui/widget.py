@@ -16,11 +16,10 @@ only if the person is still on that image and has not edited it meanwhile. Train
 from __future__ import annotations
 
 import functools
-import threading
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QFileDialog, QInputDialog, QListWidgetItem, QMessageBox
 
@@ -28,12 +27,13 @@ from ..io import ImageFileError, LandmarkFileError, ModelFileError, read_image
 from ..model import load_model, train
 from ..quality import fit_warnings
 from .annotation_view import START_SOURCES, AnnotationView
+from .background import TrainingRun, start_frames
 from .jobs import JobRunner
 from .keys import bind_keys, unbind_keys
 from .landmark_layers import LandmarkLayers
 from .project import Project
 
-__all__ = ["AnnotationWidget", "TrainingCancelled"]
+__all__ = ["AnnotationWidget"]
 
 # The check box says "accepted"; the mark says what else there is.
 _MARK = {"annotated": "", "edited": "\u270e ", "fitted": "~ ", "": ""}
@@ -41,15 +41,6 @@ _BROKEN_MARK = "\u26a0 "
 #: Every name is drawn by default only up to this many landmarks (68 face names overlap).
 NAMES_SHOWN_UP_TO = 20
 _USER_ERRORS = (ValueError, LookupError, LandmarkFileError, ModelFileError, OSError)
-
-
-class TrainingCancelled(Exception):
-    """Raised from the progress callback to stop training."""
-
-
-class _Bridge(QObject):
-    # Emitted from the training thread; Qt queues it to the widget's (main) thread.
-    progress = Signal(int, int, str)
 
 
 def _guarded(method):
@@ -86,11 +77,8 @@ class AnnotationWidget(AnnotationView):
         self.layers = LandmarkLayers(napari_viewer, self._on_points_edited)
         self.jobs = JobRunner(self)
         self.jobs.busy.connect(lambda busy: self._update_controls())
-        self._cancel = threading.Event()
-        self.train_worker = self.fit_worker = None
+        self.training = self.fit_worker = None
         self._accepted_while_training: list[int] = []
-        self._bridge = _Bridge()
-        self._bridge.progress.connect(self._on_progress)
         self.image_list.currentRowChanged.connect(self._on_list_row)
         self._updating_list = False
         self.names_check.toggled.connect(self.layers.set_all_names)
@@ -121,7 +109,7 @@ class AnnotationWidget(AnnotationView):
     def _update_controls(self):
         has_project = self.project is not None
         has_model = self.model is not None
-        busy_train, busy_fit = self.train_worker is not None, self.fit_worker is not None
+        busy_train, busy_fit = self.training is not None, self.fit_worker is not None
         for w in (self.back_btn, self.skip_btn, self.undo_btn, self.pin_btn, self.accept_btn,
                   self.export_btn, self.box_btn):
             w.setEnabled(has_project)
@@ -146,7 +134,7 @@ class AnnotationWidget(AnnotationView):
         when the folder was chosen in the dialog); the first accepted image then fixes it.
         """
         ask = path is None
-        if self.train_worker is not None or self.fit_worker is not None or not self.jobs.idle:
+        if self.training is not None or self.fit_worker is not None or not self.jobs.idle:
             raise ValueError("wait for (or cancel) training and fitting before opening "
                              "another folder")
         if path is None:
@@ -506,7 +494,7 @@ class AnnotationWidget(AnnotationView):
         if self.model is not None and was_new:
             self._submit_update(i)
             msg += ", updating the model"
-        if self.train_worker is not None:
+        if self.training is not None:
             self._accepted_while_training.append(i)
         self._refresh_list(only=i)
         nxt = p.next_unannotated(after=i)
@@ -539,43 +527,27 @@ class AnnotationWidget(AnnotationView):
     @_guarded
     def train(self):
         """Train a model on the accepted annotations in a background thread."""
-        from napari.qt.threading import create_worker
-
         self._need_project()
-        if self.train_worker is not None:
+        if self.training is not None:
             raise ValueError("training is already running")
         data = self.project.snapshot()
         if len(data.items) < 2:
             raise ValueError("accept at least two annotated images before training")
         method, params, gsm = self.train_settings()
-        self._cancel.clear()
         self._accepted_while_training = []
-        bridge, cancel, names = self._bridge, self._cancel, self.project.names
-
-        def job():
-            def progress(done, total, what):
-                if cancel.is_set():
-                    raise TrainingCancelled
-                bridge.progress.emit(int(done), int(total), str(what))
-
-            try:
-                return train(data, method, params=params, gsm_params=gsm,
-                             landmark_names=names, progress=progress)
-            except TrainingCancelled:
-                return None
-
-        worker = create_worker(job)
-        worker.returned.connect(self._on_trained)
-        worker.errored.connect(lambda exc: self.set_status(f"training failed: {exc}", error=True))
-        worker.finished.connect(self._on_worker_finished)
-        self.train_worker = worker
+        names = self.project.names
+        self.training = TrainingRun(
+            lambda progress: train(data, method, params=params, gsm_params=gsm,
+                                   landmark_names=names, progress=progress),
+            on_progress=self._on_progress, on_done=self._on_trained,
+            on_error=lambda exc: self.set_status(f"training failed: {exc}", error=True),
+            on_finished=self._on_training_finished)
         self.progress_bar.setRange(0, len(data.items))
         self.progress_bar.setValue(0)
         self.progress_bar.setVisible(True)
         self.set_status(f"training {method} on {len(data.items)} images\u2026")
         self._update_controls()
-        worker.start()
-        return worker
+        return self.training
 
     def _on_progress(self, done, total, what):
         self.progress_bar.setRange(0, max(total, 1))
@@ -606,15 +578,15 @@ class AnnotationWidget(AnnotationView):
 
         self.jobs.submit(job, done, self._job_failed)
 
-    def _on_worker_finished(self):
-        self.train_worker = None
+    def _on_training_finished(self):
+        self.training = None
         self.progress_bar.setVisible(False)
         self._update_controls()
 
     def cancel(self):
         """Cancel training (the old model stays) or fitting all images."""
-        if self.train_worker is not None:
-            self._cancel.set()
+        if self.training is not None:
+            self.training.cancel()
         if self.fit_worker is not None:
             self.fit_worker.quit()
         self.set_status("cancelling\u2026")
@@ -626,41 +598,29 @@ class AnnotationWidget(AnnotationView):
 
         An image that cannot be read or fitted is skipped and named; the others are fitted.
         """
-        from napari.qt.threading import create_worker
-
         self._need_model()
         p = self.project
-        todo = [(i, p.items[i].image_path) for i in p.fit_candidates()]
+        todo = p.fit_candidates()
         if not todo:
             raise ValueError("no untouched unannotated images to fit")
         model_path = p.model_path
         if not model_path.exists():
             p.save_model(self.model)
+        # Its own copy of the model: accepting meanwhile updates the widget's one.
+        model = load_model(model_path)
+        paths = {i: p.items[i].image_path for i in todo}
         failed = self._fit_all_failed = []
-
-        def job():
-            # Its own copy of the model: accepting meanwhile updates the widget's one.
-            model = load_model(model_path)
-            for n, (i, path) in enumerate(todo):
-                try:
-                    result = model.fit(read_image(path))
-                except _USER_ERRORS as exc:
-                    yield i, None, str(exc), n + 1, len(todo)
-                else:
-                    yield i, result.points, None, n + 1, len(todo)
-
-        worker = create_worker(job)
-        worker.yielded.connect(self._on_fitted_one)
-        worker.errored.connect(lambda exc: self.set_status(f"fitting failed: {exc}", error=True))
-        worker.finished.connect(lambda: self._on_fit_all_finished(len(todo), failed))
-        self.fit_worker = worker
+        self.fit_worker = start_frames(
+            todo, lambda i: model.fit(read_image(paths[i])).points,
+            on_result=self._on_fitted_one,
+            on_finished=lambda: self._on_fit_all_finished(len(todo), failed),
+            on_error=lambda exc: self.set_status(f"fitting failed: {exc}", error=True))
         self.progress_bar.setRange(0, len(todo))
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("fitting %v/%m")
         self.progress_bar.setVisible(True)
         self._update_controls()
-        worker.start()
-        return worker
+        return self.fit_worker
 
     def _on_fitted_one(self, value):
         i, points, problem, done, total = value

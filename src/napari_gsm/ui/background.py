@@ -1,0 +1,103 @@
+"""Long work off the UI thread, with progress and Cancel: training, and fitting many frames.
+
+Both docks (the folder project and the layers) train and fit through these, so a Cancel and
+a progress bar mean the same everywhere. Fitting runs with one BLAS thread
+(:mod:`napari_gsm._blas`): threaded BLAS on these small systems only fights the UI for the
+cores.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from qtpy.QtCore import QObject, Signal
+
+from .._blas import single_blas_thread
+
+__all__ = ["TrainingRun", "Cancelled", "start_frames"]
+
+
+class Cancelled(Exception):
+    """Raised from a progress callback to stop the work."""
+
+
+class _Bridge(QObject):
+    # Emitted from the worker thread; Qt queues it to the receiver's (main) thread.
+    progress = Signal(int, int, str)
+
+
+class TrainingRun:
+    """Run ``train(progress)`` in a thread; ``progress(done, total, what)`` raises
+    :class:`Cancelled` after :meth:`cancel`.
+
+    Parameters
+    ----------
+    train : callable
+        ``train(progress) -> model``.
+    on_progress : callable
+        ``(done, total, what)``, on the UI thread.
+    on_done : callable
+        ``(model)``, on the UI thread; ``model`` is None when cancelled.
+    on_error : callable
+        ``(exception)``, on the UI thread.
+    on_finished : callable
+        ``()``, on the UI thread, after ``on_done`` or ``on_error``.
+    """
+
+    def __init__(self, train, *, on_progress, on_done, on_error, on_finished):
+        from napari.qt.threading import create_worker
+
+        self._cancel = threading.Event()
+        self._bridge = _Bridge()
+        self._bridge.progress.connect(on_progress)
+        bridge, cancel = self._bridge, self._cancel
+
+        def job():
+            def progress(done, total, what):
+                if cancel.is_set():
+                    raise Cancelled
+                bridge.progress.emit(int(done), int(total), str(what))
+
+            try:
+                return train(progress)
+            except Cancelled:
+                return None
+
+        self.worker = create_worker(job)
+        self.worker.returned.connect(on_done)
+        self.worker.errored.connect(on_error)
+        self.worker.finished.connect(on_finished)
+        self.worker.start()
+
+    def cancel(self):
+        self._cancel.set()
+
+
+def start_frames(items, fit_one, *, on_result, on_finished, on_error=None):
+    """Fit ``items`` one by one in a thread: ``fit_one(item)`` for each.
+
+    ``on_result((item, value, problem, done, total))`` is called on the UI thread after each
+    item: ``value`` is what ``fit_one`` returned, or None with ``problem`` the message of a
+    ``ValueError``/``OSError`` it raised (the other items go on). ``worker.quit()`` stops
+    after the current item. Returns the worker.
+    """
+    from napari.qt.threading import create_worker
+
+    items = list(items)
+
+    def job():
+        with single_blas_thread():
+            for n, item in enumerate(items):
+                try:
+                    value, problem = fit_one(item), None
+                except (ValueError, LookupError, OSError) as exc:
+                    value, problem = None, str(exc)
+                yield item, value, problem, n + 1, len(items)
+
+    worker = create_worker(job)
+    worker.yielded.connect(on_result)
+    worker.finished.connect(on_finished)
+    if on_error is not None:
+        worker.errored.connect(on_error)
+    worker.start()
+    return worker
