@@ -14,7 +14,7 @@ from qtpy.QtCore import QObject, Signal
 
 from .._blas import single_blas_thread
 
-__all__ = ["TrainingRun", "Cancelled", "start_frames"]
+__all__ = ["ProgressRun", "Cancelled", "start_frames"]
 
 
 class Cancelled(Exception):
@@ -26,25 +26,28 @@ class _Bridge(QObject):
     progress = Signal(int, int, str)
 
 
-class TrainingRun:
-    """Run ``train(progress)`` in a thread; ``progress(done, total, what)`` raises
-    :class:`Cancelled` after :meth:`cancel`.
+class ProgressRun:
+    """Run ``work(progress)`` in a thread (training, tracking); ``progress(done, total,
+    what)`` raises :class:`Cancelled` after :meth:`cancel`.
 
     Parameters
     ----------
-    train : callable
-        ``train(progress) -> model``.
+    work : callable
+        ``work(progress) -> result``.
     on_progress : callable
         ``(done, total, what)``, on the UI thread.
     on_done : callable
-        ``(model)``, on the UI thread; ``model`` is None when cancelled.
+        ``(result)``, on the UI thread; ``result`` is None when cancelled.
     on_error : callable
         ``(exception)``, on the UI thread.
     on_finished : callable
         ``()``, on the UI thread, after ``on_done`` or ``on_error``.
+    blas_threads : {None, 1}
+        1 for fitting (see the module's note); None leaves BLAS as it is (training's large
+        filter solves use the threads).
     """
 
-    def __init__(self, train, *, on_progress, on_done, on_error, on_finished):
+    def __init__(self, work, *, on_progress, on_done, on_error, on_finished, blas_threads=None):
         from napari.qt.threading import create_worker
 
         self._cancel = threading.Event()
@@ -59,7 +62,10 @@ class TrainingRun:
                 bridge.progress.emit(int(done), int(total), str(what))
 
             try:
-                return train(progress)
+                if blas_threads == 1:
+                    with single_blas_thread():
+                        return work(progress)
+                return work(progress)
             except Cancelled:
                 return None
 

@@ -27,7 +27,7 @@ from ..io import ImageFileError, LandmarkFileError, ModelFileError, read_image
 from ..model import load_model, train
 from ..quality import fit_warnings
 from .annotation_view import START_SOURCES, AnnotationView
-from .background import TrainingRun, start_frames
+from .background import ProgressRun, start_frames
 from .jobs import JobRunner
 from .keys import bind_keys, unbind_keys
 from .landmark_layers import LandmarkLayers
@@ -536,7 +536,7 @@ class AnnotationWidget(AnnotationView):
         method, params, gsm = self.train_settings()
         self._accepted_while_training = []
         names = self.project.names
-        self.training = TrainingRun(
+        self.training = ProgressRun(
             lambda progress: train(data, method, params=params, gsm_params=gsm,
                                    landmark_names=names, progress=progress),
             on_progress=self._on_progress, on_done=self._on_trained,
