@@ -3,7 +3,8 @@
 ::
 
     napari-gsm train DATA_DIR... --method gsm -o model.npz
-    napari-gsm fit model.npz IMAGE_OR_DIR... -o OUT_DIR [--init ...] [--boxes B.json] [--json]
+    napari-gsm fit model.npz IMAGE_OR_DIR... -o OUT_DIR [--init ...] [--boxes B.json]
+                   [--box-kind detector|landmarks] [--json]
     napari-gsm evaluate model.npz DATA_DIR [--norm auto] [--json]
     napari-gsm demo [--out out/demo] [--no-viewer]
 
@@ -178,12 +179,24 @@ def _load_model(path):
 
 
 class _Starts:
-    """How each image's start is chosen: boxes, points files, face detector or prior."""
+    """How each image's start is chosen: boxes, points files, face detector or prior.
 
-    def __init__(self, model, model_path, init, boxes_path, stems):
+    ``box_kind`` says what the boxes are (see :meth:`napari_gsm.model.Model.start`); None:
+    a face detector's ('detector') when the model learned where such boxes put the shape,
+    else the landmarks' bounding boxes.
+    """
+
+    def __init__(self, model, model_path, init, boxes_path, stems, box_kind=None):
         self.model, self.init = model, init
         self.boxes = _read_boxes(boxes_path) if boxes_path else {}
         self.points = {}
+        if box_kind is None:
+            box_kind = "detector" if model.starts.face is not None else "landmarks"
+        if box_kind == "detector" and model.starts.face is None:
+            raise CLIError(f"{model_path}: this model has not learned where a face detector's "
+                           "box puts the shape (train with --face-detector or --boxes), so "
+                           "--box-kind detector cannot be used")
+        self.box_kind = box_kind
         if init == "box":
             if not boxes_path:
                 raise CLIError("--init box needs --boxes BOXES.json")
@@ -191,9 +204,12 @@ class _Starts:
             if missing:
                 raise CLIError(f"{boxes_path}: no box for {missing[0]!r} "
                                f"({len(missing)} image(s) without a box)")
-        if init == "detect" and model.starts.face is None:
+        if init == "detect" and model.starts.face_source != "viola-jones":
             raise CLIError(f"{model_path}: this model was not trained with the face detector "
-                           "(train with --face-detector), so --init detect cannot be used")
+                           + ("(train with --face-detector)" if model.starts.face is None else
+                              "but with given detector boxes: give that detector's boxes "
+                              "(--boxes, --box-kind detector)")
+                           + ", so --init detect cannot be used")
         if init.startswith("pts:"):
             self._read_points(Path(init[4:]), stems)
         unused = sorted(set(self.boxes) - set(stems))
@@ -223,7 +239,8 @@ class _Starts:
             return model.fit(image, "points", points=self.points[stem]), "points"
         if stem in self.boxes:
             # A user box overrides the detector and the prior for this image.
-            return model.fit(image, "box", box=self.boxes[stem]), "box"
+            res = model.fit(image, "box", box=self.boxes[stem], box_kind=self.box_kind)
+            return res, res.init
         if self.init == "detect":
             try:
                 return model.fit(image, "detect"), "detect"
@@ -231,7 +248,7 @@ class _Starts:
                 return model.fit(image, "prior"), "prior (no face found)"
         if self.init == "auto":
             res = model.fit(image, "auto")
-            if res.init == "prior" and model.starts.face is not None:
+            if res.init == "prior" and model.starts.face_source == "viola-jones":
                 # auto with a face model only falls back to the prior when no face is found
                 return res, "prior (no face found)"
             return res, res.init
@@ -265,6 +282,26 @@ def _fit_totals(records, seconds):
 
 # -- train -----------------------------------------------------------------------------
 
+def _train_boxes(path, datasets):
+    """``{stem: box}`` of a TRAIN_BOXES.json for the annotated images of ``datasets``."""
+    boxes = _read_boxes(path)
+    where = {}
+    for ds in datasets:
+        for it in ds.annotated:
+            if it.stem in boxes and it.stem in where:
+                raise CLIError(f"{path}: {it.stem!r} names an image in both {where[it.stem]} "
+                               f"and {ds.root}; give the training folders one at a time")
+            where[it.stem] = ds.root
+    unused = sorted(set(boxes) - set(where))
+    if len(unused) == len(boxes):
+        raise CLIError(f"{path}: no box names an annotated training image (keys are image "
+                       f"stems, e.g. {next(iter(where), 'image_0001')!r})")
+    if unused:
+        print(f"{PROG}: warning: {path}: {len(unused)} box(es) match no annotated image "
+              f"(e.g. {unused[0]!r})", file=sys.stderr)
+    return boxes
+
+
 def cmd_train(args):
     from dataclasses import asdict
 
@@ -285,6 +322,12 @@ def cmd_train(args):
         datasets.append(ds)
     if not datasets:
         raise CLIError(f"no annotated images (image + same-stem .pts) in {', '.join(args.data)}")
+    boxes = None
+    if args.boxes:
+        if args.face_detector:
+            raise CLIError("give --face-detector or --boxes, not both: each learns where its "
+                           "boxes put the shape")
+        boxes = _train_boxes(args.boxes, datasets)
     # Only the options given override TrainParams' defaults: one source of defaults.
     tp = {k: val for k, val in (("features", args.features), ("sigma", args.sigma),
                                 ("ref_size", args.ref_size)) if val is not None}
@@ -304,7 +347,7 @@ def cmd_train(args):
     t0 = time.perf_counter()
     try:
         model = train(datasets, args.method, params=params, gsm_params=gsm_params,
-                      progress=progress, **method_kw)
+                      boxes=boxes, progress=progress, **method_kw)
     except ValueError as exc:  # what the data cannot give (too few images, counts, ...)
         raise CLIError(str(exc)) from exc
     finally:
@@ -323,10 +366,11 @@ def cmd_train(args):
         return 0
     print(f"trained {args.method} ({params.features}) on {n_images} images x "
           f"{model.n_landmarks} landmarks in {seconds:.1f} s -> {out}")
-    if args.face_detector:
+    if args.face_detector or boxes is not None:
         matched = summary["face_boxes_matched"]
         note = "" if model.starts.face is not None else " (too few: no face start)"
-        print(f"face detector matched {matched}/{n_images} training faces{note}")
+        what = "face detector matched" if args.face_detector else f"{args.boxes}: boxes for"
+        print(f"{what} {matched}/{n_images} training faces{note}")
     return 0
 
 
@@ -337,7 +381,8 @@ def cmd_fit(args):
 
     images = _expand_images(args.inputs)
     model = _load_model(args.model)
-    starts = _Starts(model, args.model, args.init, args.boxes, [p.stem for p in images])
+    starts = _Starts(model, args.model, args.init, args.boxes, [p.stem for p in images],
+                     args.box_kind)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
@@ -382,7 +427,8 @@ def cmd_evaluate(args):
         normaliser(items[0].points, args.norm)
     except ValueError as exc:
         raise CLIError(f"--norm: {exc}") from None
-    starts = _Starts(model, args.model, args.init, args.boxes, [it.stem for it in items])
+    starts = _Starts(model, args.model, args.init, args.boxes, [it.stem for it in items],
+                     args.box_kind)
     out_dir = None
     if args.output:
         out_dir = Path(args.output)
@@ -637,6 +683,7 @@ def cmd_demo(args):
 # -- parser and entry point --------------------------------------------------------------
 
 def build_parser():
+    from .init import BOX_KINDS
     from .methods import METHODS, GSMParams
     from .model import TrainParams
 
@@ -663,6 +710,10 @@ def build_parser():
                    help="shape prior weight lambda (default: chosen on held-out training images)")
     t.add_argument("--face-detector", action="store_true",
                    help="learn to start from OpenCV's face detector (faces only)")
+    t.add_argument("--boxes", metavar="TRAIN_BOXES.json",
+                   help="JSON {stem: [x0, y0, x1, y1]}: a face detector's boxes on the "
+                   "training images; learns where that detector's box puts the shape, so "
+                   "fits start from its boxes (fit --boxes, --box-kind detector)")
     t.add_argument("--names", metavar="FILE", help="landmark names, one per line")
     t.add_argument("--mean3d", metavar="FILE",
                    help="gsm3d: a known 3D mean shape (.npy or CSV, one row x y z per "
@@ -672,6 +723,9 @@ def build_parser():
     t.add_argument("--json", action="store_true", help="print a JSON summary, no progress")
     t.set_defaults(func=cmd_train)
 
+    box_kind_help = ("what the --boxes are: a face detector's boxes (placed as the model "
+                     "learned with --face-detector or --boxes; the default for such models) "
+                     "or the landmarks' bounding boxes (the default otherwise)")
     init_help = ("start: auto (points/box if given, else face detector if trained, else "
                  "prior), detect, prior, box (needs --boxes), pts:DIR (DIR/<stem>.pts)")
     f = sub.add_parser("fit", help="place landmarks on images",
@@ -684,6 +738,7 @@ def build_parser():
     f.add_argument("--boxes", metavar="BOXES.json",
                    help="JSON {stem: [x0, y0, x1, y1]} (0-based px); overrides the start "
                    "for those images")
+    f.add_argument("--box-kind", choices=BOX_KINDS, default=None, help=box_kind_help)
     f.add_argument("--json", action="store_true", help="print one JSON document, no progress")
     f.set_defaults(func=cmd_fit)
 
@@ -695,6 +750,7 @@ def build_parser():
     e.add_argument("--init", type=_init_arg, default="auto", help=init_help,
                    metavar="auto|detect|prior|box|pts:DIR")
     e.add_argument("--boxes", metavar="BOXES.json")
+    e.add_argument("--box-kind", choices=BOX_KINDS, default=None, help=box_kind_help)
     e.add_argument("--norm", type=_norm_arg, default="auto", metavar="auto|eyes|diagonal|pair:I,J",
                    help="normaliser: auto (eyes for 68 points, else diagonal), eyes, "
                    "diagonal, pair:I,J (0-based landmarks)")
