@@ -1,7 +1,7 @@
 """Shared pieces of the benchmark harness: data splits, caches, metrics rows, tables.
 
 Everything cached lives in ``benchmarks/cache/`` (git-ignored): Viola-Jones boxes keyed by
-image file name, and trained models keyed by a hash of what determines them (suite, the
+image path (:func:`sample_key`), and trained models keyed by a hash of what determines them (suite, the
 exact training files, training parameters, method, package version).
 """
 
@@ -30,11 +30,35 @@ def package_version():
         return "unknown"
 
 
+def code_digest():
+    """A short hash of the core package's source (``src/napari_gsm`` without ``ui/``), for
+    model cache keys: a model trained by other code is never read back."""
+    h = hashlib.sha256()
+    src = HERE.parent / "src" / "napari_gsm"
+    for f in sorted(p for p in src.rglob("*.py") if "ui" not in p.relative_to(src).parts):
+        h.update(f.relative_to(src).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 # -- data ------------------------------------------------------------------------------
+def sample_key(path):
+    """An image's name for caches and cache keys: its path under :data:`DATA`, else absolute.
+
+    Not the file name: ``faces-300w/train`` and ``test-lfpw`` share 200 file names of
+    different images (both come from LFPW's numbering).
+    """
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(DATA.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def load_samples(items):
-    """``Sample`` (name = file name, grey float32, points) for dataset items."""
-    return [Sample(it.image_path.name, to_grey(it.load_image()), np.asarray(it.points, float))
-            for it in items]
+    """``Sample`` (name = :func:`sample_key`, grey float32, points) for dataset items."""
+    return [Sample(sample_key(it.image_path), to_grey(it.load_image()),
+                   np.asarray(it.points, float)) for it in items]
 
 
 def split_items(folder, test_fraction=0.25, seed=0):
@@ -46,6 +70,12 @@ def split_items(folder, test_fraction=0.25, seed=0):
     test = sorted(order[:n_test])
     train = sorted(order[n_test:])
     return [items[i] for i in train], [items[i] for i in test]
+
+
+def tuning_items():
+    """The training faces settings may be tuned on: ``faces-300w/train`` without the seeded
+    10 % that the ``faces-heldout`` suite tests on."""
+    return split_items(DATA / "faces-300w/train", 0.1, seed=0)[0]
 
 
 def subset(items, n, seed=0):
@@ -71,17 +101,19 @@ def key_of(obj):
 
 # -- Viola-Jones boxes -----------------------------------------------------------------
 class BoxCache:
-    """Viola-Jones detections per image file name, stored as JSON in the cache folder.
+    """Viola-Jones detections per image (``Sample.name``, a path), stored as JSON.
 
-    Every detection is kept (largest first), so a test image uses the first box as
+    Every detection is kept (largest first), so a test image uses the one
+    :meth:`napari_gsm.init.StartModel.choose_face` picks, as
     :meth:`napari_gsm.model.Model.start` would, and a training image the box that contains
-    its face.
+    its face. ``detector``: anything with ``detect(grey) -> (n, 4)`` (default: the core's
+    :class:`~napari_gsm.init.FaceDetector`).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, detector=None):
         self.path = Path(path)
         self.boxes = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self._detector = None
+        self._detector = detector
         self.computed = 0
 
     def get(self, sample):
@@ -107,6 +139,23 @@ def matching_box(boxes, points):
         if b[0] <= c[0] <= b[2] and b[1] <= c[1] <= b[3]:
             return b
     return None
+
+
+_FLUSH = None
+
+
+def flush_caches():
+    """Stream 64 MB (twice the L3 cache here) through the caches before a timed fit.
+
+    Methods fit each image in turn; without this, a method run right after a similar one
+    (GSM HoG after GSM grey) inherits a warm cache and one run after CLM a cold one, which
+    moved the time ratios between rows by about 5 %. Now every fit starts cold, as it does
+    in use (an image is decoded, napari draws, between two fits).
+    """
+    global _FLUSH
+    if _FLUSH is None:
+        _FLUSH = np.zeros(64 * 2**20 // 8)
+    _FLUSH += 1.0
 
 
 # -- rows and tables -------------------------------------------------------------------

@@ -50,15 +50,21 @@ ROWS = {
 #: trained on), 'placed' (the box the learned face-box placement maps onto its landmarks).
 DLIB_ROWS = {"dlib": "drop", "dlib-placed": "placed"}
 
+FACE_ROWS = ["gsm-grey", "gsm", "clm", "gsm3d", "gsm-cr", "dlib", "dlib-placed"]
+
 SUITES = {
-    # name: train folder, test folder (None: seeded split of train), start, normaliser,
-    # quick (n_train, n_test), rows that apply
+    # name: train folder, test folder (None: seeded split of train, test_fraction of it),
+    # normaliser, quick (n_train, n_test), face (starts from Viola-Jones boxes), rows
     "faces": dict(train=C.DATA / "faces-300w/train", test=C.DATA / "faces-300w/test-lfpw",
-                  init="vj", norm="auto", quick=(300, 60), face=True,
-                  rows=["gsm-grey", "gsm", "clm", "gsm3d", "gsm-cr", "dlib", "dlib-placed"]),
-    "wings": dict(train=C.DATA / "wings/train", test=None, init="prior", norm="diagonal",
-                  quick=(None, None), face=False, rows=["gsm-grey", "gsm", "clm", "gsm-cr"]),
-    "ceph": dict(train=C.DATA / "ceph/train", test=None, init="prior", norm="diagonal",
+                  norm="auto", quick=(300, 60), face=True, rows=FACE_ROWS),
+    # A seeded 10 % of the training faces, held out from training, that no setting of the
+    # package was tuned on (tuning splits use the other 90 %: C.tuning_items).
+    "faces-heldout": dict(train=C.DATA / "faces-300w/train", test=None, test_fraction=0.1,
+                          norm="auto", quick=(300, 60), face=True, rows=FACE_ROWS),
+    "wings": dict(train=C.DATA / "wings/train", test=None, test_fraction=0.25,
+                  norm="diagonal", quick=(None, None), face=False,
+                  rows=["gsm-grey", "gsm", "clm", "gsm-cr"]),
+    "ceph": dict(train=C.DATA / "ceph/train", test=None, test_fraction=0.25, norm="diagonal",
                  quick=(30, 10), face=False, rows=["gsm-grey", "gsm", "clm", "gsm-cr"]),
 }
 
@@ -89,7 +95,7 @@ def base_model(suite, samples, params, use_cache):
     """The GSM model (shape model, detectors, starts) for one feature kind, cached."""
     key = C.key_of({"suite": suite, "data": C.files_digest(samples), "params": asdict(params),
                     "gsm_params": asdict(GSMParams()), "method": "gsm",
-                    "version": C.package_version()})
+                    "version": C.package_version(), "code": C.code_digest()})
     path = _model_path(suite, f"gsm-{params.features}", key)
     model = _cached(path, params.features, use_cache)
     if model is not None:
@@ -110,7 +116,7 @@ def method_model(suite, name, base, base_path, samples, use_cache):
         m.method = name
         return m, base_path
     key = C.key_of({"base": base_path.name, "method": name,
-                    "version": C.package_version()})
+                    "version": C.package_version(), "code": C.code_digest()})
     path = _model_path(suite, name, key)
     m = _cached(path, name, use_cache, " incl. the shared detectors")
     if m is not None:
@@ -155,7 +161,8 @@ def dlib_predictor(suite, samples, box_cache, quick, use_cache, missed, ref_mode
         boxes.append(b)
     box_cache.save()
     key = C.key_of({"suite": suite, "data": C.files_digest(samples), "options": options,
-                    "dlib": dlib.__version__, "missed": missed})
+                    "dlib": dlib.__version__, "missed": missed,
+                    "boxes": C.key_of(np.round(boxes, 2).tolist())})
     path = C.CACHE / "models" / f"{suite}-dlib-{missed}-{key}.dat"
     meta_path = path.with_suffix(".json")
     how = {"drop": "not trained on", "placed": "given the learned placement's box"}[missed]
@@ -181,28 +188,11 @@ def dlib_predictor(suite, samples, box_cache, quick, use_cache, missed, ref_mode
     return dlib, pred, info
 
 
-_FLUSH = None
-
-
-def _flush_caches():
-    """Stream 64 MB (twice the L3 cache here) through the caches before a timed fit.
-
-    Methods fit each image in turn; without this, a method run right after a similar one
-    (GSM HoG after GSM grey) inherits a warm cache and one run after CLM a cold one, which
-    moved the time ratios between rows by about 5 %. Now every fit starts cold, as it does
-    in use (an image is decoded, napari draws, between two fits).
-    """
-    global _FLUSH
-    if _FLUSH is None:
-        _FLUSH = np.zeros(64 * 2**20 // 8)
-    _FLUSH += 1.0
-
-
 def _box_from_start(model, start):
-    """The face box the start regression would map to ``start`` (to give dlib a box)."""
+    """The square (Viola-Jones) face box that the learned placement maps onto ``start``."""
     from napari_gsm.geometry import shape_size
     kx, ky, ks = model.starts.face
-    c = start.mean(0)
+    c = np.nanmean(start, 0)
     w = shape_size(start) / ks
     return np.array([c[0] - kx * w, c[1] - ky * w, c[0] - kx * w + w, c[1] - ky * w + w])
 
@@ -213,7 +203,7 @@ def run_suite(name, args):
     use_cache = not args.no_cache
     log(f"\n=== suite {name}{' (QUICK RUN)' if args.quick else ''} ===")
     if cfg["test"] is None:
-        train_items, test_items = C.split_items(cfg["train"], 0.25, seed=0)
+        train_items, test_items = C.split_items(cfg["train"], cfg["test_fraction"], seed=0)
     else:
         train_items = sorted(C.load_dataset(cfg["train"]).annotated,
                              key=lambda it: it.image_path.name)
@@ -253,28 +243,33 @@ def run_suite(name, args):
         models[k] = method_model(name, meth, base, path, train_s, use_cache)
     ref_model = bases.get("HoG", next(iter(bases.values())))[0]
 
-    # Starts (Viola-Jones boxes, cached by file name).
-    box_cache = C.BoxCache(C.CACHE / f"vj_boxes_{name}.json") if cfg["face"] else None
+    # Starts: one face box per test face, fed to every method (dlib included); the
+    # Viola-Jones boxes are cached by image path.
+    box_cache = C.BoxCache(C.CACHE / "vj_boxes.json") if cfg["face"] else None
     starts, fallbacks, on_face = [], 0, []
     for s in test_s:
         box = None
         if box_cache is not None:
             # the detection Model.start would pick (the one the learned prior finds likeliest)
             box = ref_model.starts.choose_face(box_cache.get(s), s.grey.shape)
-            on_face.append(box is not None and C.matching_box([box], s.points) is not None)
-        fallbacks += box is None and cfg["init"] == "vj"
+            if box is None:  # none: the box the placement maps onto the prior start
+                fallbacks += 1
+                box = _box_from_start(ref_model, ref_model.start(s.grey, "prior")[0])
+            on_face.append(C.matching_box([box], s.points) is not None)
         starts.append(box)
     if box_cache is not None:
         box_cache.save()
         log(f"Viola-Jones boxes: {box_cache.computed} computed, the rest from the cache; "
-            f"{fallbacks}/{len(test_s)} test faces without a detection start from the prior")
-        notes.append(f"{fallbacks} of {len(test_s)} test faces had no Viola-Jones detection "
-                     "and start from the model's prior placement")
+            f"{fallbacks}/{len(test_s)} test faces without a detection")
+        notes.append(f"{fallbacks} of {len(test_s)} test faces had no Viola-Jones detection: "
+                     "every method gets the box the learned placement maps onto the prior "
+                     "start")
 
-    def start_for(model, s, box):
-        if box is not None:
-            return model.starts.from_face_box(model.shape.s0, box)
-        return model.starts.from_prior(model.shape.s0, s.grey.shape)
+    def start_kw(box):
+        """How every method starts (``Model.fit`` / ``Model.start`` arguments): from the face
+        box, placed as each model learned for a detector's box, else the prior placement."""
+        return dict(init="box", box=box, box_kind="detector") if box is not None \
+            else dict(init="prior")
 
     dlib, peers = None, {}
     for k in [k for k in wanted if k in DLIB_ROWS]:
@@ -308,24 +303,23 @@ def run_suite(name, args):
     # Warm-up: one fit per method on the first image (import / FFT-plan costs, not timed).
     s, box = test_s[0], starts[0]
     for k, (m, _) in models.items():
-        m.fit(s.grey, init="points", points=start_for(m, s, box), history=False)
+        m.fit(s.grey, history=False, **start_kw(box))
 
     norm = cfg["norm"]
     t_all = time.perf_counter()
     for n, (s, box) in enumerate(zip(test_s, starts)):
-        start = start_for(ref_model, s, box)
+        start, _ = ref_model.start(s.grey, **start_kw(box))
         rows["start"].errors.append(nme(start, s.points, norm))
         for k in wanted:
             r = rows[k]
-            _flush_caches()
+            C.flush_caches()
             if k in peers:
-                b = box if box is not None else _box_from_start(ref_model, start)
-                pts, ms = D.fit(dlib, peers[k][0], D.to_u8(s.grey), b)
+                pts, ms = D.fit(dlib, peers[k][0], D.to_u8(s.grey), box)
                 r.errors.append(nme(pts, s.points, norm))
                 r.fit_ms.append(ms)
                 continue
             m, _ = models[k]
-            res = m.fit(s.grey, init="points", points=start_for(m, s, box), history=False)
+            res = m.fit(s.grey, history=False, **start_kw(box))
             r.errors.append(nme(res.points, s.points, norm))
             r.fit_ms.append(res.fit_ms)
             r.iters.append(res.n_iter)

@@ -282,12 +282,13 @@ def test_simulated_start_kinds(model, data):
     auto = train_cascade(model, samples, levels=1, perturbations=6, lam=1.0)
     assert box.params()["init"] == "box" and auto.params()["init"] == "prior"
     face_model = copy.copy(model)
+    errors = np.random.default_rng(0).normal(0, [0.5, 0.5, 0.1, 0.1], (200, 4))
     face_model.starts = replace(model.starts, face=np.array([0.5, 0.6, 0.4]),
-                                face_std=np.array([0.2, 0.2, 0.05]))
+                                face_std=np.array([0.2, 0.2, 0.05]), face_errors=errors)
     face = train_cascade(face_model, samples, levels=1, perturbations=6, lam=1.0)
     assert face.params()["init"] == "face"
-    # Start errors follow the stds: a face-box centre std of 0.2 box widths (0.5 sizes)
-    # is far larger than the synthetic box spread.
+    # Simulated starts err like the measured ones: a centroid error of 0.5 sizes is far
+    # larger than the synthetic box spread.
     assert face.params()["train_error"][0] > 1.5 * box.params()["train_error"][0]
     with pytest.raises(ValueError):
         train_cascade(model, samples, levels=1, perturbations=2, init="face")

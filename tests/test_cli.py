@@ -18,8 +18,9 @@ import pytest
 
 from napari_gsm.cli import build_parser, main
 from napari_gsm.evaluate import auc, nme, summarise
-from napari_gsm.init import start_from_box
-from napari_gsm.io import read_pts
+from napari_gsm.geometry import shape_size
+from napari_gsm.init import FaceDetector, start_from_box
+from napari_gsm.io import read_image, read_pts, to_grey
 from napari_gsm.methods import METHODS
 from napari_gsm.model import load_model
 
@@ -219,6 +220,65 @@ def test_boxes_override_the_start(wings, tmp_path, capsys):
     assert rc == 2 and str(boxes) in err and near in err
 
 
+def _wing_detector_boxes(folder):
+    """A made-up detector's boxes around the wings of ``folder``'s .pts files: 3 shape sizes
+    wide, 2 tall, centred half a size left of the landmarks' centroid."""
+    out = {}
+    for pts in sorted(Path(folder).glob("*.pts")):
+        p = read_pts(pts)
+        c, size = p.mean(0) - [0.5 * shape_size(p), 0], shape_size(p)
+        out[pts.stem] = [c[0] - 1.5 * size, c[1] - size, c[0] + 1.5 * size, c[1] + size]
+    return out
+
+
+def test_train_on_a_detectors_boxes_and_fit_from_them(wings, tmp_path, capsys):
+    train_boxes, test_boxes = tmp_path / "train.json", tmp_path / "test.json"
+    train_boxes.write_text(json.dumps(_wing_detector_boxes(wings["train"])))
+    boxes = _wing_detector_boxes(wings["truth"])
+    test_boxes.write_text(json.dumps(boxes))
+    model = tmp_path / "boxes.npz"
+    rc, stdout, _ = run(capsys, "train", wings["train"], "--boxes", train_boxes, "-o", model)
+    assert rc == 0 and "boxes for 8/8" in stdout
+    m = load_model(model)
+    assert m.starts.face_source == "boxes"
+    np.testing.assert_allclose(m.starts.face, [2 / 3, 0.5, 1 / np.sqrt(6)], atol=1e-6)
+    fits = {}
+    for kind in (None, "landmarks"):
+        extra = () if kind is None else ("--box-kind", kind)
+        rc, stdout, _ = run(capsys, "fit", model, wings["test"], "-o", tmp_path / str(kind),
+                            "--boxes", test_boxes, "--json", *extra)
+        assert rc == 0
+        recs = json.loads(stdout)["images"]
+        assert {r["init"] for r in recs} == {"detector box" if kind is None else "box"}
+        fits[kind] = {Path(r["image"]).stem: read_pts(r["output"]) for r in recs}
+    for stem in wings["test_stems"]:  # the detector's box is the default for this model
+        truth = read_pts(wings["truth"] / f"{stem}.pts")
+        api = m.fit(read_image(wings["test"] / f"{stem}.jpg"), "box", box=boxes[stem],
+                    box_kind="detector")
+        np.testing.assert_allclose(fits[None][stem], api.points, atol=1e-3)
+        assert nme(fits[None][stem], truth) < 0.03
+        start = m.start(to_grey(read_image(wings["test"] / f"{stem}.jpg")), "box",
+                        box=boxes[stem], box_kind="detector")[0]
+        assert np.linalg.norm(start.mean(0) - truth.mean(0)) < 0.1 * shape_size(truth)
+        # --box-kind landmarks reads the same box as the wing's bounding box: another start
+        assert np.abs(fits["landmarks"][stem] - fits[None][stem]).max() > 0.01
+    # what cannot be done, each named
+    rc, _, err = run(capsys, "train", wings["train"], "--boxes", train_boxes,
+                     "--face-detector", "-o", tmp_path / "x.npz")
+    _assert_user_error(rc, err, "--boxes")
+    rc, _, err = run(capsys, "fit", wings["model"], wings["test"], "-o", tmp_path / "y",
+                     "--boxes", test_boxes, "--box-kind", "detector")
+    _assert_user_error(rc, err, wings["model"], "--boxes")
+    rc, _, err = run(capsys, "fit", model, wings["test"], "-o", tmp_path / "z", "--init",
+                     "detect")
+    _assert_user_error(rc, err, model, "--box-kind detector")
+    unrelated = tmp_path / "unrelated.json"
+    unrelated.write_text(json.dumps({"no-such-image": [0, 0, 10, 10]}))
+    rc, _, err = run(capsys, "train", wings["train"], "--boxes", unrelated, "-o",
+                     tmp_path / "u.npz")
+    _assert_user_error(rc, err, unrelated, "stems")
+
+
 def test_init_from_points_folder(wings, tmp_path, capsys):
     rc, stdout, _ = run(capsys, "fit", wings["model"], wings["test"], "-o", tmp_path / "o",
                         "--init", f"pts:{wings['truth']}", "--json")
@@ -261,6 +321,19 @@ def test_face_detector_start_and_fallback_to_prior(tmp_path, capsys):
         assert recs[stems[-1]]["init"] == "detect"
         assert recs["blank"]["init"] == "prior (no face found)"
         assert read_pts(tmp_path / init / "blank.pts").shape == (68, 2)
+    # A face detector's box given with --boxes is placed as the model learned for that
+    # detector's boxes (it used to be read as the landmarks' bounding box).
+    face_img = read_image(images / f"{stems[-1]}.jpg")
+    vj_box = FaceDetector().detect(to_grey(face_img))[0]
+    boxes = tmp_path / "vj.json"
+    boxes.write_text(json.dumps({stems[-1]: vj_box.tolist()}))
+    rc, stdout, _ = run(capsys, "fit", model, images, "-o", tmp_path / "boxed", "--json",
+                        "--boxes", boxes)
+    assert rc == 0
+    rec = next(r for r in json.loads(stdout)["images"] if Path(r["image"]).stem == stems[-1])
+    assert rec["init"] == "detector box"
+    api = load_model(model).fit(face_img, "box", box=vj_box, box_kind="detector")
+    np.testing.assert_allclose(read_pts(rec["output"]), api.points, atol=1e-3)
     # a model without the face start refuses --init detect, naming the model file
     plain = tmp_path / "plain.npz"
     assert run(capsys, "train", faces, "-o", plain, "--json")[0] == 0

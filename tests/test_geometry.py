@@ -54,3 +54,16 @@ def test_generalized_procrustes_aligns_similar_copies_exactly():
     np.testing.assert_allclose(mean.mean(0), 0, atol=1e-12)
     for a in aligned:
         np.testing.assert_allclose(a, mean, atol=1e-9)
+
+
+def test_generalized_procrustes_mean_is_turned_like_the_average_shape():
+    """Not like the first shape: a tilted first image used to tilt every box start."""
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(9, 2))
+    angles = np.r_[0.9, rng.uniform(-0.3, 0.5, 11)]
+    shapes = np.stack([apply_similarity(base, _sim(rng.uniform(0.5, 2), a),
+                                        rng.normal(size=2) * 20) for a in angles])
+    mean, _ = generalized_procrustes(shapes)
+    A, _ = similarity_fit(base, mean)
+    expected = np.arctan2(np.sin(angles).sum(), np.cos(angles).sum())
+    assert np.arctan2(A[1, 0], A[0, 0]) == pytest.approx(expected, abs=1e-9)

@@ -2,8 +2,10 @@
 
 Every start is the mean shape placed by a similarity (or, for points, the points
 themselves). The placements that need learning -- where shapes sit in the training images,
-and how a Viola-Jones face box relates to the face's landmarks -- are kept in
-:class:`StartModel` inside the model file.
+and how a face detector's box (OpenCV's Viola-Jones, or any detector whose boxes were given
+at training) relates to the face's landmarks -- are kept in :class:`StartModel` inside the
+model file, with the errors of each start, from which training simulates starts
+(:meth:`StartModel.simulate`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 
 from .geometry import apply_similarity, shape_size, similarity_fit
 
-__all__ = ["StartModel", "FaceDetector", "place_mean", "start_from_box", "start_from_points"]
+__all__ = ["StartModel", "FaceDetector", "BOX_KINDS", "place_mean", "start_from_box",
+           "start_from_points"]
 
 
 def place_mean(s0, centre, size, angle=0.0):
@@ -89,9 +92,14 @@ class FaceDetector:
                                 found[:, 1] + found[:, 3]]) - 0.5  # pixel edges -> centres
 
 
+#: What can be said about a box given for a start: the landmarks' bounding box (a box drawn
+#: by hand around the object), or a face detector's box, placed by the learned placement.
+BOX_KINDS = ("landmarks", "detector")
+
+
 @dataclass
 class StartModel:
-    """Learned placements of the mean shape.
+    """Learned placements of the mean shape, and the errors of the starts they give.
 
     Attributes
     ----------
@@ -101,13 +109,25 @@ class StartModel:
     prior_std : (4,) array
         Their standard deviations (used to draw perturbations of prior starts).
     face : (3,) array or None
-        Face-box regression ``(kx, ky, ks)``: centroid ``= (x0 + kx w, y0 + ky w)`` and size
-        ``= ks w`` for a detected box of width ``w`` (``None`` if not trained for faces).
+        Detector-box placement ``(kx, ky, ks)``: centroid ``= (x0 + kx w, y0 + ky h)`` and
+        size ``= ks sqrt(w h)`` for a detector's box ``(x0, y0, x1, y1)`` of width ``w`` and
+        height ``h`` (``None`` if no detector's boxes were learned). For the square
+        Viola-Jones boxes ``sqrt(w h) = w``.
     face_std : (3,) array or None
-        Residual standard deviations of that regression, in box widths.
+        Residual standard deviations of that placement, ``(centroid x, centroid y, size)``,
+        in box sizes ``sqrt(w h)``.
+    face_errors : (n, 4) array or None
+        The errors of the starts that placement gave on the ``n`` training images with a
+        box: :func:`start_error` of each start against the true shape. Simulated detector
+        starts draw from them (:meth:`simulate`): the errors are heavy-tailed (most boxes
+        are good, a few far off), which a normal distribution with their spread is not.
     box_std : (3,) array
         Standard deviations of ``(dx, dy, log size ratio)`` between the true shape and the
         start from its own bounding box (the error of a careful user box).
+    face_source : str or None
+        Whose boxes ``face`` places: ``'viola-jones'`` (OpenCV's detector, which
+        :meth:`napari_gsm.model.Model.start` can run itself) or ``'boxes'`` (boxes given at
+        training, from any detector; fits then need that detector's boxes).
     """
 
     prior: np.ndarray
@@ -115,12 +135,15 @@ class StartModel:
     box_std: np.ndarray
     face: np.ndarray = None
     face_std: np.ndarray = None
+    face_source: str = None
+    face_errors: np.ndarray = None
 
     @classmethod
-    def train(cls, s0, shapes, image_shapes, face_boxes=None):
+    def train(cls, s0, shapes, image_shapes, face_boxes=None, face_source="viola-jones"):
         """Learn placements from training shapes ``(N, v, 2)`` and image ``(H, W)`` sizes.
 
-        ``face_boxes`` is an ``(N, 4)`` array of detections (NaN rows where none matched).
+        ``face_boxes`` is an ``(N, 4)`` array of a detector's boxes (NaN rows where none
+        matched), from ``face_source`` (see the attribute).
         """
         rows, box_err = [], []
         for s, (H, W) in zip(shapes, image_shapes):
@@ -132,19 +155,27 @@ class StartModel:
             start = start_from_box(s0, (*s[ok].min(0), *s[ok].max(0)))
             box_err.append(_placement_error(start, s))
         rows = np.array(rows)
-        face = face_std = None
+        face = face_std = face_errors = None
         if face_boxes is not None:
             fb = np.asarray(face_boxes, float)
             ok = np.isfinite(fb).all(1)
             if ok.sum() >= 2:
-                w = fb[ok, 2] - fb[ok, 0]
+                w, h = fb[ok, 2] - fb[ok, 0], fb[ok, 3] - fb[ok, 1]
                 c = np.array([np.nanmean(s, 0) for s in np.asarray(shapes)[ok]])
-                z = np.column_stack([(c[:, 0] - fb[ok, 0]) / w, (c[:, 1] - fb[ok, 1]) / w,
-                                     [shape_size(s) / wi for s, wi in
-                                      zip(np.asarray(shapes)[ok], w)]])
-                face, face_std = np.median(z, 0), z.std(0)
+                size = np.array([shape_size(s) for s in np.asarray(shapes)[ok]])
+                z = np.column_stack([(c[:, 0] - fb[ok, 0]) / w, (c[:, 1] - fb[ok, 1]) / h,
+                                     size / np.sqrt(w * h)])
+                face = np.median(z, 0)
+                # Residuals in box sizes sqrt(w h), the unit the simulated starts use.
+                r = np.sqrt(w * h)
+                face_std = np.column_stack([(z[:, 0] - face[0]) * w / r,
+                                            (z[:, 1] - face[1]) * h / r, z[:, 2]]).std(0)
+                face_errors = np.array([start_error(_place_in_box(s0, face, b), s) for b, s
+                                        in zip(fb[ok], np.asarray(shapes)[ok])])
         return cls(prior=rows.mean(0), prior_std=rows.std(0),
-                   box_std=np.array(box_err).std(0), face=face, face_std=face_std)
+                   box_std=np.array(box_err).std(0), face=face, face_std=face_std,
+                   face_source=None if face is None else face_source,
+                   face_errors=face_errors)
 
     def from_prior(self, s0, image_shape):
         """Mean shape where shapes usually sit in an image of ``(H, W)``."""
@@ -153,14 +184,12 @@ class StartModel:
         return place_mean(s0, (cx * W, cy * H), size * np.sqrt(W * H), angle)
 
     def from_face_box(self, s0, box):
-        """Mean shape placed from a face detector box ``(x0, y0, x1, y1)``."""
+        """Mean shape placed from a detector's box ``(x0, y0, x1, y1)``."""
         if self.face is None:
-            raise ValueError("this model was not trained with the face detector "
-                             "(train with face_detector=True / --face-detector)")
-        x0, y0, x1, _ = box
-        w = x1 - x0
-        kx, ky, ks = self.face
-        return place_mean(s0, (x0 + kx * w, y0 + ky * w), ks * w)
+            raise ValueError("this model has not learned where a face detector's box puts "
+                             "the shape (train with face_detector=True / --face-detector, "
+                             "or with a detector's boxes / --boxes)")
+        return _place_in_box(s0, self.face, box)
 
     def choose_face(self, boxes, image_shape):
         """The detection, of ``(n, 4)`` boxes, whose placement the prior finds most likely.
@@ -173,11 +202,63 @@ class StartModel:
             return boxes[0] if len(boxes) else None
         H, W = image_shape[:2]
         kx, ky, ks = self.face
-        w = boxes[:, 2] - boxes[:, 0]
-        z = np.column_stack([(boxes[:, 0] + kx * w) / W, (boxes[:, 1] + ky * w) / H,
-                             ks * w / np.sqrt(W * H)])
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        z = np.column_stack([(boxes[:, 0] + kx * w) / W, (boxes[:, 1] + ky * h) / H,
+                             ks * np.sqrt(w * h) / np.sqrt(W * H)])
         d = (z - self.prior[:3]) / np.maximum(self.prior_std[:3], 1e-3)
         return boxes[int(np.argmin((d * d).sum(1)))]
+
+    # -- simulated starts ----------------------------------------------------------------
+    def start_kind(self, kind="auto"):
+        """The start to simulate: 'auto' is the one a fit without a box or points uses
+        (the detector's box when a placement was learned, else the prior); 'face' (a
+        detector's box), 'box' (the landmarks' bounding box) and 'prior' name themselves."""
+        if kind == "auto":
+            return "face" if self.face is not None else "prior"
+        if kind not in ("face", "box", "prior"):
+            raise ValueError(f"start kind must be 'auto', 'face', 'box' or 'prior', not {kind!r}")
+        if kind == "face" and self.face is None:
+            raise ValueError("simulating detector-box starts needs a model trained with a face "
+                             "detector or a detector's boxes")
+        return kind
+
+    def simulate(self, s0, truth, image_shape, kind, M, rng, spread=1.0):
+        """``M`` starts ``(M, v, 2)`` for a shape ``truth``, erring like real ``kind`` starts.
+
+        The mean shape is placed at the true placement (centroid, size, angle) moved by
+        errors like those measured on the training images (``spread`` scales them):
+
+        - 'face': one of the errors the detector-box placement made (:attr:`face_errors`,
+          drawn whole: centroid, size and rotation together);
+        - 'box': normal errors with the spread of a start from the landmarks' own bounding
+          box (:attr:`box_std`);
+        - 'prior': normal errors with the prior placement's spread (:attr:`prior_std`).
+
+        Box and prior starts are turned like the average training shape, so their rotation
+        error is the spread of the true shapes' angles. Used to train GSM-CR and to choose
+        GSM's shape prior weight, so both see the starts a fit gets.
+        """
+        kind = self.start_kind(kind)
+        c = np.nanmean(truth, 0)
+        size = shape_size(truth)
+        A, _ = similarity_fit(s0, truth)
+        angle = np.arctan2(A[1, 0], A[0, 0])
+        if kind == "face":
+            e = self.face_errors[rng.integers(len(self.face_errors), size=M)] * spread
+            return np.stack([place_mean(s0, c + e[j, :2] * size, size * np.exp(e[j, 2]),
+                                        angle + e[j, 3]) for j in range(M)])
+        z = rng.standard_normal((M, 4)) * spread
+        if kind == "box":
+            std = self.box_std
+            cs = c + z[:, :2] * std[:2] * size
+            sizes = size * np.exp(z[:, 2] * std[2])
+        else:
+            H, W = image_shape[:2]
+            cs = c + z[:, :2] * self.prior_std[:2] * [W, H]
+            sizes = size * np.exp(z[:, 2] * self.prior_std[2] / max(self.prior[2], 1e-6))
+        # Within a sane range for tiny or odd training sets.
+        angles = angle + z[:, 3] * float(np.clip(self.prior_std[3], 0.02, 0.3))
+        return np.stack([place_mean(s0, cs[j], sizes[j], angles[j]) for j in range(M)])
 
     def to_arrays(self):
         out = {"start_prior": self.prior, "start_prior_std": self.prior_std,
@@ -185,13 +266,57 @@ class StartModel:
         if self.face is not None:
             out["start_face"] = self.face
             out["start_face_std"] = self.face_std
+            out["start_face_source"] = np.array(self.face_source)
+            out["start_face_errors"] = self.face_errors
         return out
 
     @classmethod
     def from_arrays(cls, arrays):
-        return cls(prior=arrays["start_prior"], prior_std=arrays["start_prior_std"],
-                   box_std=arrays["start_box_std"], face=arrays.get("start_face"),
-                   face_std=arrays.get("start_face_std"))
+        face = arrays.get("start_face")
+        source = arrays.get("start_face_source")
+        errors = arrays.get("start_face_errors")
+        out = cls(prior=arrays["start_prior"], prior_std=arrays["start_prior_std"],
+                  box_std=arrays["start_box_std"], face=face,
+                  face_std=arrays.get("start_face_std"),
+                  # models from before given boxes: the placement is Viola-Jones'
+                  face_source=None if face is None
+                  else (str(source) if source is not None else "viola-jones"),
+                  face_errors=errors)
+        if face is not None and errors is None:
+            out.face_errors = out._normal_face_errors()
+        return out
+
+    def _normal_face_errors(self, n=1000):
+        """Start errors of a model file from before they were kept: normal draws with the
+        residual spreads (box sizes are ``1 / ks`` shape sizes) and the angles' spread."""
+        z = np.random.default_rng(0).standard_normal((n, 4))
+        ks = self.face[2]
+        return np.column_stack([z[:, :2] * self.face_std[:2] / ks,
+                                np.log(np.maximum(1 + z[:, 2] * self.face_std[2] / ks, 0.3)),
+                                z[:, 3] * float(np.clip(self.prior_std[3], 0.02, 0.3))])
+
+
+def _place_in_box(s0, face, box):
+    """The mean shape placed in a detector's box by the placement ``face = (kx, ky, ks)``."""
+    x0, y0, x1, y1 = (float(b) for b in box)
+    w, h = x1 - x0, y1 - y0
+    if not (w > 0 and h > 0):
+        raise ValueError(f"box {box} must have x1 > x0 and y1 > y0")
+    kx, ky, ks = face
+    return place_mean(s0, (x0 + kx * w, y0 + ky * h), ks * np.sqrt(w * h))
+
+
+def start_error(start, truth):
+    """How a start errs: ``(dx, dy, log size ratio, angle)`` of ``start`` against ``truth``.
+
+    The centroid offset is in true shape sizes, the angle (radians) is the start's rotation
+    against the true shape; :meth:`StartModel.simulate` applies such errors to a true shape.
+    """
+    size = shape_size(truth)
+    ok = np.isfinite(truth).all(1)
+    d = (start[ok].mean(0) - truth[ok].mean(0)) / size
+    A, _ = similarity_fit(truth[ok], start[ok])
+    return [d[0], d[1], np.log(shape_size(start[ok]) / size), np.arctan2(A[1, 0], A[0, 0])]
 
 
 def _placement_error(start, truth):

@@ -19,8 +19,9 @@ from .detectors import Detectors
 from .features import FeatureSpec, Pyramid, frame_patches
 from .geometry import (pose_from_shape, pose_from_similarity, shape_size, similarity_fit,
                        to_base_mesh)
-from .init import FaceDetector, StartModel, place_mean, start_from_box, start_from_points
+from .init import BOX_KINDS, FaceDetector, StartModel, start_from_box, start_from_points
 from .io import Dataset, load_dataset, load_model_file, save_model_file, to_grey
+from ._threads import one_blas_thread
 from .io.errors import ModelFileError
 from .methods import METHODS, GSMParams
 from .methods.gsm import fit_gsm
@@ -176,25 +177,30 @@ class Model:
         return self._face_detector
 
     # -- starts ------------------------------------------------------------------------
-    def start(self, grey, init="auto", *, box=None, points=None):
+    def start(self, grey, init="auto", *, box=None, points=None, box_kind="landmarks"):
         """Starting shape ``(v, 2)`` and the name of the start used.
 
-        ``init`` is 'detect' (face detector; face models only), 'box' (``box`` given),
-        'prior', 'points' (``points`` given, NaN rows filled from the mean shape) or 'auto':
-        points if given, else box, else the face detector when the model has one and it
-        finds a face, else the prior.
+        ``init`` is 'detect' (OpenCV's face detector; models trained with it), 'box' (``box``
+        given), 'prior', 'points' (``points`` given, NaN rows filled from the mean shape) or
+        'auto': points if given, else box, else the face detector when the model was
+        trained with it and it finds a face, else the prior. ``box_kind`` says what the
+        box is: 'landmarks', the landmarks' bounding box (a box drawn around the object),
+        or 'detector', a face detector's box, placed as the model learned for that
+        detector's boxes (:attr:`StartModel.face <napari_gsm.init.StartModel>`).
         """
-        return self._start(grey, init, box, points)[:2]
+        return self._start(grey, init, box, points, box_kind)[:2]
 
-    def _start(self, grey, init, box, points):
+    def _start(self, grey, init, box, points, box_kind="landmarks"):
         """:meth:`start`, plus how many faces the detector found (0 if it did not run)."""
         s0 = self.shape.s0
+        if box_kind not in BOX_KINDS:
+            raise ValueError(f"box_kind must be one of {', '.join(BOX_KINDS)}, not {box_kind!r}")
         if init == "auto":
             if points is not None:
                 init = "points"
             elif box is not None:
                 init = "box"
-            elif self.starts.face is not None:
+            elif self.starts.face_source == "viola-jones":
                 faces = self.face_detector.detect(grey)
                 box = self.starts.choose_face(faces, grey.shape)
                 if box is not None:
@@ -209,8 +215,17 @@ class Model:
         if init == "box":
             if box is None:
                 raise ValueError("init='box' needs a box (x0, y0, x1, y1)")
+            if box_kind == "detector":
+                return self.starts.from_face_box(s0, box), "detector box", 0
             return start_from_box(s0, box), "box", 0
         if init == "detect":
+            if self.starts.face_source != "viola-jones":
+                raise ValueError(
+                    "this model was not trained with the face detector (train with "
+                    "face_detector=True / --face-detector)" if self.starts.face is None else
+                    "this model learned where the given detector boxes put the shape, not "
+                    "OpenCV's face detector: fit from that detector's boxes "
+                    "(box_kind='detector' / --boxes with --box-kind detector)")
             faces = self.face_detector.detect(grey)
             box = self.starts.choose_face(faces, grey.shape)
             if box is None:
@@ -221,15 +236,17 @@ class Model:
         raise ValueError(f"unknown init {init!r}")
 
     # -- fitting -----------------------------------------------------------------------
-    def fit(self, image, init="auto", *, box=None, points=None, pinned=None, history=True,
-            **method_kw):
+    def fit(self, image, init="auto", *, box=None, points=None, box_kind="landmarks",
+            pinned=None, history=True, **method_kw):
         """Place the landmarks on an image.
+
+        BLAS runs on one thread during the fit (:func:`~napari_gsm._threads.one_blas_thread`).
 
         Parameters
         ----------
         image : array
             Grey ``(H, W)`` or colour ``(H, W, 3|4)`` image, any dtype.
-        init, box, points
+        init, box, points, box_kind
             The start, see :meth:`start`. ``box`` is ``(x0, y0, x1, y1)`` in 0-based pixels.
         pinned : (v,) bool array, optional
             Landmarks held exactly at ``points`` (a person has placed them); needs ``points``.
@@ -263,13 +280,14 @@ class Model:
         # With pins, ``points`` holds their positions: an 'auto' start must not mistake
         # them for a start shape.
         given = points if pinned is None or init == "points" else None
-        start, used, n_faces = self._start(grey, init, box, given)
+        start, used, n_faces = self._start(grey, init, box, given, box_kind)
         if pinned is not None:
             start[pinned] = np.asarray(points, float)[pinned]
         detect_ms = (time.perf_counter() - t_start) * 1e3 if used == "detect" else 0.0
-        pyramid = Pyramid(grey)
-        result = METHODS[self.method].fit(self, pyramid, start, pinned=pinned, history=history,
-                                          **method_kw)
+        with one_blas_thread():
+            pyramid = Pyramid(grey)
+            result = METHODS[self.method].fit(self, pyramid, start, pinned=pinned,
+                                              history=history, **method_kw)
         result.fit_ms = (time.perf_counter() - t0) * 1e3 - detect_ms
         result.init = used
         result.start = start
@@ -350,7 +368,7 @@ def _accumulate(model, pyramid, points, rng):
 
 
 def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=None,
-          progress=None, **method_kw):
+          boxes=None, progress=None, **method_kw):
     """Train a model from annotated images.
 
     Parameters
@@ -364,6 +382,13 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
         training images (:func:`choose_lam`); a given ``lam`` is used as it is.
     landmark_names : list of str, optional
         Defaults to the dataset's names file, else ``'1'..'v'``.
+    boxes : dict or sequence, optional
+        A face detector's boxes ``(x0, y0, x1, y1)`` on the training images, to learn where
+        that detector's box puts the shape (as ``params.face_detector`` does for OpenCV's
+        Viola-Jones boxes; give one or the other): a dict keyed by image stem (or path),
+        or one box per training image in order; images without a box (missing key, None)
+        do not count. Fits then start from that detector's boxes with
+        ``box_kind='detector'``.
     progress : callable ``(done, total, what)``, optional
         Called as training proceeds; raising from it cancels training.
     **method_kw
@@ -399,9 +424,15 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
     det = Detectors.empty(v, spec.patch, spec.channels, sigmas=params.sigmas_px(),
                           stride=spec.stride, reg=params.reg)
     face_boxes = None
+    if params.face_detector and boxes is not None:
+        raise ValueError("give either the face detector or a detector's boxes, not both: "
+                         "each learns where its boxes put the shape")
     if params.face_detector:
         face_boxes = np.full((len(samples), 4), np.nan)
         fd = FaceDetector()
+    elif boxes is not None:
+        face_boxes = _given_boxes(samples, boxes)
+    face_source = "viola-jones" if params.face_detector else "boxes"
     model = Model(method, shape, det, spec, None, names, params, gsm_params,
                   summary={"n_images": len(samples)})
     done = 0
@@ -410,7 +441,7 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
         nonlocal done
         for k in indices:
             _accumulate(model, Pyramid(samples[k].grey), samples[k].points, rng)
-            if face_boxes is not None:
+            if params.face_detector:
                 face_boxes[k] = _matching_face(fd.detect(samples[k].grey), samples[k].points)
             done += 1
             _progress(progress, done, len(samples), "detectors")
@@ -419,7 +450,7 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
     if held:
         det.solve()
         model.starts = StartModel.train(shape.s0, shapes, [s.grey.shape for s in samples],
-                                        face_boxes)
+                                        face_boxes, face_source)
         model.gsm_params = replace(gsm_params, lam=choose_lam(
             model, [samples[k] for k in held], rng))
         add_images(held)
@@ -430,7 +461,7 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
     if model.gsm_params.lam is None:  # too few images to hold any out
         model.gsm_params = replace(gsm_params, lam=LAM_DEFAULT)
     model.starts = StartModel.train(shape.s0, shapes, [s.grey.shape for s in samples],
-                                    face_boxes)
+                                    face_boxes, face_source)
     model.summary.update({
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "images": [Path(s.name).name for s in samples][:5000],
@@ -456,20 +487,14 @@ def choose_lam(model, held, rng, grid=LAM_GRID):
 
     How much to trust the detectors against the shape prior depends on the landmark set,
     the features and how many images trained them (paper section 2.3: "in practice a bit of
-    tuning may be required"), so it is measured: each held-out image is fitted from a start
-    perturbed like a real one (the face-box regression's residuals, else the box start's,
-    at least 5 % of the shape size) with every ``lam`` of the grid, and the ``lam`` with the
-    lowest mean error, in shape sizes, wins.
+    tuning may be required"), so it is measured: each held-out image is fitted with every
+    ``lam`` of the grid from a start erring like the start a fit uses without a box or
+    points (the detector box's, else the prior placement's;
+    :meth:`~napari_gsm.init.StartModel.simulate`, which GSM-CR trains on too), and the
+    ``lam`` with the lowest mean error, in shape sizes, wins.
     """
-    s0 = model.shape.s0
-    std = model.starts.face_std if model.starts.face is not None else model.starts.box_std
-    std = np.maximum(np.asarray(std, float), 0.05)
-    starts = []
-    for smp in held:
-        size = shape_size(smp.points)
-        centre = np.nanmean(smp.points, 0) + rng.normal(0, std[:2] * size)
-        starts.append(place_mean(s0, centre, size * np.exp(rng.normal(0, std[2])),
-                                 rng.normal(0, 0.05)))
+    starts = [model.starts.simulate(model.shape.s0, smp.points, smp.grey.shape, "auto", 1,
+                                    rng)[0] for smp in held]
     errors = []
     for lam in grid:
         params = replace(model.gsm_params, lam=lam)
@@ -480,6 +505,32 @@ def choose_lam(model, held, rng, grid=LAM_GRID):
     model.summary["lam_validation"] = {f"{lam:g}": round(float(e), 5)
                                        for lam, e in zip(grid, errors)}
     return float(grid[int(np.argmin(errors))])
+
+
+def _given_boxes(samples, boxes):
+    """``(N, 4)`` boxes of the training samples (NaN rows: none) from :func:`train`'s ``boxes``."""
+    out = np.full((len(samples), 4), np.nan)
+    if isinstance(boxes, dict):
+        for k, smp in enumerate(samples):
+            box = boxes.get(smp.name, boxes.get(Path(smp.name).stem))
+            if box is not None:
+                out[k] = box
+        if np.isnan(out).all():
+            raise ValueError("none of the given boxes names a training image (keys are image "
+                             f"stems, e.g. {Path(samples[0].name).stem!r})")
+    else:
+        boxes = list(boxes)
+        if len(boxes) != len(samples):
+            raise ValueError(f"{len(boxes)} boxes for {len(samples)} training images")
+        for k, box in enumerate(boxes):
+            if box is not None:
+                out[k] = box
+    bad = np.isfinite(out).all(1) & ~((out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1]))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{samples[k].name}: box {out[k].tolist()} must have x1 > x0 and "
+                         "y1 > y0")
+    return out
 
 
 def _matching_face(boxes, points):

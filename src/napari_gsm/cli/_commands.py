@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._inputs import Starts, annotations_beside, expand_images
+from ._inputs import Starts, annotations_beside, expand_images, read_boxes
 from ._output import CLIError, percent, print_json, warn
 from ._progress import Progress
 
@@ -53,6 +53,25 @@ def _output_folder(path):
 
 # -- train -----------------------------------------------------------------------------
 
+def _train_boxes(path, datasets):
+    """``{stem: box}`` of a TRAIN_BOXES.json for the annotated images of ``datasets``."""
+    boxes = read_boxes(path)
+    where = {}
+    for ds in datasets:
+        for it in ds.annotated:
+            if it.stem in boxes and it.stem in where:
+                raise CLIError(f"{path}: {it.stem!r} names an image in both {where[it.stem]} "
+                               f"and {ds.root}; give the training folders one at a time")
+            where[it.stem] = ds.root
+    unused = sorted(set(boxes) - set(where))
+    if len(unused) == len(boxes):
+        raise CLIError(f"{path}: no box names an annotated training image (keys are image "
+                       f"stems, e.g. {next(iter(where), 'image_0001')!r})")
+    if unused:
+        warn(f"{path}: {len(unused)} box(es) match no annotated image (e.g. {unused[0]!r})")
+    return boxes
+
+
 def cmd_train(args):
     from dataclasses import asdict
 
@@ -89,11 +108,17 @@ def cmd_train(args):
             method_kw["mean3d"] = load_mean3d(args.mean3d, v)
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
+    boxes = None
+    if args.boxes:
+        if args.face_detector:
+            raise CLIError("--boxes: not together with --face-detector (each learns where "
+                           "its own boxes put the shape)")
+        boxes = _train_boxes(args.boxes, datasets)
     t0 = time.perf_counter()
     with Progress("train") as progress:
         try:
             model = train(datasets, args.method, params=params, gsm_params=gsm_params,
-                          progress=progress, **method_kw)
+                          boxes=boxes, progress=progress, **method_kw)
         except ValueError as exc:  # what the data cannot give (too few images, counts, ...)
             raise CLIError(str(exc)) from exc
     seconds = time.perf_counter() - t0
@@ -110,10 +135,11 @@ def cmd_train(args):
         return 0
     print(f"trained {args.method} ({params.features}) on {n_images} images x "
           f"{model.n_landmarks} landmarks in {seconds:.1f} s -> {out}")
-    if args.face_detector:
+    if args.face_detector or boxes is not None:
         matched = summary["face_boxes_matched"]
         note = "" if model.starts.face is not None else " (too few: no face start)"
-        print(f"face detector matched {matched}/{n_images} training faces{note}")
+        what = "face detector matched" if args.face_detector else f"{args.boxes}: boxes for"
+        print(f"{what} {matched}/{n_images} training faces{note}")
     return 0
 
 
@@ -154,7 +180,8 @@ def cmd_fit(args):
     todo, skipped = plan_fit(images, out_dir, unannotated=args.unannotated,
                              overwrite=args.overwrite)
     model = _load_model(args.model)
-    starts = Starts(model, args.model, args.init, args.boxes, [p.stem for p in todo])
+    starts = Starts(model, args.model, args.init, args.boxes, [p.stem for p in todo],
+                    args.box_kind)
     _output_folder(out_dir)
     records = []
     t0 = time.perf_counter()
@@ -240,7 +267,8 @@ def cmd_evaluate(args):
         normaliser(items[0].points, args.norm)
     except ValueError as exc:
         raise CLIError(f"--norm: {exc}") from None
-    starts = Starts(model, args.model, args.init, args.boxes, [it.stem for it in items])
+    starts = Starts(model, args.model, args.init, args.boxes, [it.stem for it in items],
+                    args.box_kind)
     out_dir = None
     if args.output:
         out_dir = Path(args.output)

@@ -121,11 +121,20 @@ class Starts:
     """How each image's start is chosen: boxes, points files, face detector or prior.
 
     ``stems`` are the images that will be fitted: ``--init box`` needs a box for each,
-    ``--init pts:DIR`` a points file for each.
+    ``--init pts:DIR`` a points file for each. ``box_kind`` says what the boxes are (see
+    :meth:`napari_gsm.model.Model.start`); None: a face detector's ('detector') when the
+    model learned where such boxes put the shape, else the landmarks' bounding boxes.
     """
 
-    def __init__(self, model, model_path, init, boxes_path, stems):
+    def __init__(self, model, model_path, init, boxes_path, stems, box_kind=None):
         self.model, self.init = model, init
+        if box_kind is None:
+            box_kind = "detector" if model.starts.face is not None else "landmarks"
+        if box_kind == "detector" and model.starts.face is None:
+            raise CLIError(f"{model_path}: this model has not learned where a face detector's "
+                           "box puts the shape (train with --face-detector or --boxes), so "
+                           "--box-kind detector cannot be used")
+        self.box_kind = box_kind
         self.boxes = read_boxes(boxes_path) if boxes_path else {}
         self.points = {}
         if init == "box":
@@ -135,9 +144,12 @@ class Starts:
             if missing:
                 raise CLIError(f"{boxes_path}: no box for {missing[0]!r} "
                                f"({len(missing)} image(s) without a box)")
-        if init == "detect" and model.starts.face is None:
+        if init == "detect" and model.starts.face_source != "viola-jones":
             raise CLIError(f"{model_path}: this model was not trained with the face detector "
-                           "(train with --face-detector), so --init detect cannot be used")
+                           + ("(train with --face-detector)" if model.starts.face is None else
+                              "but with given detector boxes: give that detector's boxes "
+                              "(--boxes, --box-kind detector)")
+                           + ", so --init detect cannot be used")
         if init.startswith("pts:"):
             self._read_points(Path(init[4:]), stems)
         unused = sorted(set(self.boxes) - set(stems))
@@ -167,7 +179,8 @@ class Starts:
             return model.fit(image, "points", points=self.points[stem]), "points"
         if stem in self.boxes:
             # A user box overrides the detector and the prior for this image.
-            return model.fit(image, "box", box=self.boxes[stem]), "box"
+            res = model.fit(image, "box", box=self.boxes[stem], box_kind=self.box_kind)
+            return res, res.init
         if self.init == "detect":
             try:
                 return model.fit(image, "detect"), "detect"
@@ -175,7 +188,7 @@ class Starts:
                 return model.fit(image, "prior"), "prior (no face found)"
         if self.init == "auto":
             res = model.fit(image, "auto")
-            if res.init == "prior" and model.starts.face is not None:
+            if res.init == "prior" and model.starts.face_source == "viola-jones":
                 # auto with a face model only falls back to the prior when no face is found
                 return res, "prior (no face found)"
             return res, res.init

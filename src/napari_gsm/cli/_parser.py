@@ -12,7 +12,9 @@ from ._output import PROG, CLIError
 
 
 def _start_options(parser):
-    """--init and --boxes, shared by fit and evaluate."""
+    """--init, --boxes and --box-kind, shared by fit and evaluate."""
+    from ..init import BOX_KINDS
+
     parser.add_argument("--init", type=init_arg, default="auto",
                         metavar="auto|detect|prior|box|pts:DIR",
                         help="start: auto (points/box if given, else face detector if "
@@ -21,6 +23,10 @@ def _start_options(parser):
     parser.add_argument("--boxes", metavar="BOXES.json",
                         help="JSON {stem: [x0, y0, x1, y1]} (0-based px); overrides the start "
                         "for those images")
+    parser.add_argument("--box-kind", choices=BOX_KINDS, default=None,
+                        help="what the --boxes are: a face detector's boxes (placed as the "
+                        "model learned with --face-detector or --boxes; the default for such "
+                        "models) or the landmarks' bounding boxes (the default otherwise)")
 
 
 def build_parser():
@@ -50,6 +56,10 @@ def build_parser():
                    help="shape prior weight lambda (default: chosen on held-out training images)")
     t.add_argument("--face-detector", action="store_true",
                    help="learn to start from OpenCV's face detector (faces only)")
+    t.add_argument("--boxes", metavar="TRAIN_BOXES.json",
+                   help="JSON {stem: [x0, y0, x1, y1]}: a face detector's boxes on the "
+                   "training images; learns where that detector's box puts the shape, so "
+                   "fits start from its boxes (fit --boxes, --box-kind detector)")
     t.add_argument("--names", metavar="FILE", help="landmark names, one per line")
     t.add_argument("--mean3d", metavar="FILE",
                    help="gsm3d: a known 3D mean shape (.npy or CSV, one row x y z per "

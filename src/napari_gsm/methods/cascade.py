@@ -35,8 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..features import Pyramid, feature_map
-from ..geometry import pose_from_shape, shape_size, similarity_fit
-from ..init import place_mean
+from ..geometry import pose_from_shape
 from ..result import FitResult
 from ..shape import from_vec
 
@@ -208,53 +207,6 @@ def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
 
 
 # -- training (Algorithm 4) -------------------------------------------------------------
-
-def _start_spread(model, init):
-    """How simulated starts deviate from the true placement, by the start kind."""
-    st = model.starts
-    if init == "auto":
-        # The start Model.start falls back to without a box or points: the face detector's
-        # for a face model, else the prior placement.
-        init = "face" if st.face is not None else "prior"
-    # Box and face starts are upright, so their rotation error is the spread of the true
-    # shapes' angles (kept within a sane range for tiny or odd training sets).
-    rot = float(np.clip(st.prior_std[3], 0.02, 0.3))
-    if init == "face":
-        if st.face is None:
-            raise ValueError("init='face' needs a model trained with the face detector")
-        return init, {"face_std": np.asarray(st.face_std, float),
-                      "ks": float(st.face[2]), "rot": rot}
-    if init == "box":
-        return init, {"box_std": np.asarray(st.box_std, float), "rot": rot}
-    if init == "prior":
-        return init, {"prior_std": np.asarray(st.prior_std, float),
-                      "prior": np.asarray(st.prior, float), "rot": rot}
-    raise ValueError(f"init must be 'auto', 'face', 'box' or 'prior', not {init!r}")
-
-
-def _draw_starts(s0, truth, image_shape, kind, spread, M, rng, scale=1.0):
-    """``M`` start shapes ``(M, v, 2)``: the mean shape placed by a perturbed true placement."""
-    c = truth.mean(0)
-    size = shape_size(truth)
-    A, _ = similarity_fit(s0, truth)
-    angle = np.arctan2(A[1, 0], A[0, 0])
-    z = rng.standard_normal((M, 4)) * scale
-    if kind == "face":
-        std, w = spread["face_std"], size / spread["ks"]
-        cs = c + z[:, :2] * std[:2] * w
-        sizes = np.maximum(size + z[:, 2] * std[2] * w, 0.3 * size)
-    elif kind == "box":
-        std = spread["box_std"]
-        cs = c + z[:, :2] * std[:2] * size
-        sizes = size * np.exp(z[:, 2] * std[2])
-    else:
-        H, W = image_shape[:2]
-        std, prior = spread["prior_std"], spread["prior"]
-        cs = c + z[:, :2] * std[:2] * [W, H]
-        sizes = size * np.exp(z[:, 2] * std[2] / max(prior[2], 1e-6))
-    angles = angle + z[:, 3] * spread["rot"]
-    return np.stack([place_mean(s0, cs[j], sizes[j], angles[j]) for j in range(M)])
-
 
 def _image_features(pyramid, shapes, thetas, theta_true, model, reader, share):
     """Features ``(M, 6v)`` of one image's virtual samples ``shapes (M, v, 2)``.
@@ -430,7 +382,8 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
     N = len(samples)
     if N == 0:
         raise ValueError("GSM-CR needs at least one fully annotated image")
-    kind, spread_std = _start_spread(model, init)
+    starts = model.starts
+    kind = starts.start_kind(init)
     spread = SPREAD[kind] if spread is None else float(spread)
     rng = np.random.default_rng(seed)
     order = rng.permutation(N)
@@ -445,8 +398,7 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
     lam_grid = LAM_GRID if lam is None else (float(lam),)
 
     truth = np.stack([s.points for s in samples]).astype(float)  # (N, v, 2)
-    cur = np.stack([_draw_starts(s0, truth[i], samples[i].grey.shape, kind, spread_std, M,
-                                 rng, spread)
+    cur = np.stack([starts.simulate(s0, truth[i], samples[i].grey.shape, kind, M, rng, spread)
                     for i in range(N)])  # (N, M, v, 2)
     theta_true = _poses(truth, s0, sm)  # (N, 4)
     true_scale = np.hypot(theta_true[:, 0], theta_true[:, 1])

@@ -2,7 +2,7 @@
 
 Both docks (the folder project and the layers) train and fit through these, so a Cancel and
 a progress bar mean the same everywhere. Fitting runs with one BLAS thread
-(:mod:`napari_gsm._blas`): threaded BLAS on these small systems only fights the UI for the
+(:mod:`napari_gsm._threads`): threaded BLAS on these small systems only fights the UI for the
 cores.
 """
 
@@ -12,7 +12,7 @@ import threading
 
 from qtpy.QtCore import QObject, Signal
 
-from .._blas import single_blas_thread
+from .._threads import one_blas_thread
 
 __all__ = ["ProgressRun", "Cancelled", "start_frames"]
 
@@ -63,7 +63,7 @@ class ProgressRun:
 
             try:
                 if blas_threads == 1:
-                    with single_blas_thread():
+                    with one_blas_thread():
                         return work(progress)
                 return work(progress)
             except Cancelled:
@@ -92,7 +92,7 @@ def start_frames(items, fit_one, *, on_result, on_finished, on_error=None):
     items = list(items)
 
     def job():
-        with single_blas_thread():
+        with one_blas_thread():
             for n, item in enumerate(items):
                 try:
                     value, problem = fit_one(item), None

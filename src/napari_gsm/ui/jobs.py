@@ -3,7 +3,7 @@
 Fits, re-fits and incremental model updates all read or change the one model the widget
 holds, so they run one after the other on a single worker thread (never two at once, and an
 update submitted before a fit is in the model that fit uses), while the window stays
-responsive (with one BLAS thread: see :mod:`napari_gsm._blas`). Each job's outcome comes back on the Qt main thread through a queued signal, to
+responsive (with one BLAS thread: see :mod:`napari_gsm._threads`). Each job's outcome comes back on the Qt main thread through a queued signal, to
 the callbacks given with the job.
 """
 
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from qtpy.QtCore import QObject, Signal
 
-from .._blas import single_blas_thread
+from .._threads import one_blas_thread
 
 __all__ = ["JobRunner"]
 
@@ -54,7 +54,7 @@ class JobRunner(QObject):
 
         def run():
             try:
-                with single_blas_thread():  # BLAS threads would fight the UI for the cores
+                with one_blas_thread():  # BLAS threads would fight the UI for the cores
                     value, error = job(), None
             except Exception as exc:  # delivered to on_error on the main thread
                 value, error = None, exc
