@@ -38,6 +38,7 @@ def open_annotator(make_napari_viewer):
         w.open_project(folder)
         assert w.project is not None, w.status_label.text()
         w.features_combo.setCurrentText(features)
+        w.validate_check.setChecked(False)  # tests that want it turn it on
         return w
 
     return make

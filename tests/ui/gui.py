@@ -96,7 +96,8 @@ def wait_idle(qtbot, widget, timeout=60000):
 
     def idle():
         training = getattr(widget, "training", getattr(widget, "train_worker", None))
-        return (jobs is None or jobs.idle) and training is None and widget.fit_worker is None
+        return ((jobs is None or jobs.idle) and training is None and widget.fit_worker is None
+                and getattr(widget, "validation", None) is None)
 
     qtbot.waitUntil(idle, timeout=timeout)
     settle()

@@ -211,6 +211,12 @@ class AnnotationView(QWidget):
         self.advanced.addWidget(inner)
         self.advanced.setDuration(0)
         form.addRow(self.advanced)
+        self.validate_check = QCheckBox("cross-validate after training")
+        self.validate_check.setChecked(True)
+        self.validate_check.setToolTip("fit every accepted image with models trained without "
+                                       "it, in the background: the Model quality dock shows "
+                                       "the errors and whether more images would help")
+        form.addRow(self.validate_check)
         self.train_btn = self._button("Train", "train")
         self.cancel_btn = self._button("Cancel", "cancel")
         self.cancel_btn.setEnabled(False)

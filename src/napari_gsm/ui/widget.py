@@ -15,19 +15,18 @@ only if the person is still on that image and has not edited it meanwhile. Train
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QFileDialog, QInputDialog, QListWidgetItem, QMessageBox
 
-from ..io import ImageFileError, LandmarkFileError, ModelFileError, read_image
-from ..model import load_model, train
+from ..io import ImageFileError, ModelFileError
+from ..model import load_model
 from ..quality import fit_warnings
 from .annotation_view import START_SOURCES, AnnotationView
-from .background import ProgressRun, start_frames
+from .batch_actions import BatchActions
+from .guard import USER_ERRORS, guarded
 from .jobs import JobRunner
 from .keys import bind_keys, unbind_keys
 from .landmark_layers import LandmarkLayers
@@ -40,23 +39,9 @@ _MARK = {"annotated": "", "edited": "\u270e ", "fitted": "~ ", "": ""}
 _BROKEN_MARK = "\u26a0 "
 #: Every name is drawn by default only up to this many landmarks (68 face names overlap).
 NAMES_SHOWN_UP_TO = 20
-_USER_ERRORS = (ValueError, LookupError, LandmarkFileError, ModelFileError, OSError)
 
 
-def _guarded(method):
-    """Show a person's mistake (no model, missing landmarks, unreadable file) in the status."""
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except _USER_ERRORS as exc:
-            self.set_status(str(exc), error=True)
-            return None
-
-    return wrapper
-
-
-class AnnotationWidget(AnnotationView):
+class AnnotationWidget(BatchActions, AnnotationView):
     """Dock widget for the annotation loop.
 
     Parameters
@@ -77,7 +62,9 @@ class AnnotationWidget(AnnotationView):
         self.layers = LandmarkLayers(napari_viewer, self._on_points_edited)
         self.jobs = JobRunner(self)
         self.jobs.busy.connect(lambda busy: self._update_controls())
-        self.training = self.fit_worker = None
+        self.training = self.validation = self.fit_worker = None
+        self.quality = None
+        self._trained_with = None
         self._accepted_while_training: list[int] = []
         self.image_list.currentRowChanged.connect(self._on_list_row)
         self._updating_list = False
@@ -88,6 +75,9 @@ class AnnotationWidget(AnnotationView):
             unbind_keys(viewer, bound)
             layers.close()
             jobs.shutdown()
+            for run in (self.training, self.validation):
+                if run is not None:
+                    run.cancel()
 
         self.destroyed.connect(on_destroyed)
         self._update_controls()
@@ -126,7 +116,7 @@ class AnnotationWidget(AnnotationView):
             self.start_combo.setCurrentIndex(0)
 
     # == project and images =============================================================
-    @_guarded
+    @guarded
     def open_project(self, path=None, model_path=None, n_landmarks=None):
         """Open a project folder (asks for one when ``path`` is None).
 
@@ -153,6 +143,8 @@ class AnnotationWidget(AnnotationView):
             project = Project(path, v)
         if self.project is not None:
             self.project.autosave()
+        if self.validation is not None:  # it was checking the other project's model
+            self.validation.cancel()
         self.project = project
         self.model = None
         self.model_label.setText("no model: annotate a few images, then Train")
@@ -215,7 +207,7 @@ class AnnotationWidget(AnnotationView):
                 and row != self.project.index:
             self.show_image(row)
 
-    @_guarded
+    @guarded
     def show_image(self, i):
         """Show image ``i`` and its landmarks (the previous image's edits stay, autosaved).
 
@@ -350,7 +342,7 @@ class AnnotationWidget(AnnotationView):
     def toggle_names(self):
         self.names_check.setChecked(not self.names_check.isChecked())
 
-    @_guarded
+    @guarded
     def undo(self):
         self._need_project()
         if self.project.state().undo():
@@ -358,13 +350,13 @@ class AnnotationWidget(AnnotationView):
         else:
             self.set_status("nothing to undo")
 
-    @_guarded
+    @guarded
     def redo(self):
         self._need_project()
         if self.project.state().redo():
             self._after_edit("redone")
 
-    @_guarded
+    @guarded
     def toggle_pin(self):
         self._need_project()
         ks = self.layers.selected_landmarks()
@@ -404,7 +396,7 @@ class AnnotationWidget(AnnotationView):
         if self.model is not None and self.start_combo.currentData() == "box":
             self.fit()
 
-    @_guarded
+    @guarded
     def fit(self):
         """Fit the current image from the chosen start (in the background); pinned
         landmarks are held where they are."""
@@ -423,7 +415,7 @@ class AnnotationWidget(AnnotationView):
         return self._submit_fit(lambda model: model.fit(image, init, box=box, points=points,
                                                         pinned=pinned), "fitted")
 
-    @_guarded
+    @guarded
     def refit(self):
         """Re-fit from the current points with pinned (and checked) landmarks held fixed."""
         self._need_model()
@@ -467,7 +459,7 @@ class AnnotationWidget(AnnotationView):
         return True
 
     def _job_failed(self, exc):
-        if not isinstance(exc, _USER_ERRORS):
+        if not isinstance(exc, USER_ERRORS):
             raise exc
         self.set_status(str(exc), error=True)
 
@@ -477,7 +469,7 @@ class AnnotationWidget(AnnotationView):
         answer = QMessageBox.question(self, title, text)
         return answer == QMessageBox.StandardButton.Yes
 
-    @_guarded
+    @guarded
     def accept(self):
         """Save the current image's .pts, update the model, go to the next image and fit it."""
         self._need_project()
@@ -518,149 +510,3 @@ class AnnotationWidget(AnnotationView):
             p.save_model(self.model)
 
         self.jobs.submit(job, lambda _: self._show_model_label("updated"), self._job_failed)
-
-    # -- training ----------------------------------------------------------------------
-    def train_params(self):
-        """(method, TrainParams, GSMParams) from the controls."""
-        return self.train_settings()
-
-    @_guarded
-    def train(self):
-        """Train a model on the accepted annotations in a background thread."""
-        self._need_project()
-        if self.training is not None:
-            raise ValueError("training is already running")
-        data = self.project.snapshot()
-        if len(data.items) < 2:
-            raise ValueError("accept at least two annotated images before training")
-        method, params, gsm = self.train_settings()
-        self._accepted_while_training = []
-        names = self.project.names
-        self.training = ProgressRun(
-            lambda progress: train(data, method, params=params, gsm_params=gsm,
-                                   landmark_names=names, progress=progress),
-            on_progress=self._on_progress, on_done=self._on_trained,
-            on_error=lambda exc: self.set_status(f"training failed: {exc}", error=True),
-            on_finished=self._on_training_finished)
-        self.progress_bar.setRange(0, len(data.items))
-        self.progress_bar.setValue(0)
-        self.progress_bar.setVisible(True)
-        self.set_status(f"training {method} on {len(data.items)} images\u2026")
-        self._update_controls()
-        return self.training
-
-    def _on_progress(self, done, total, what):
-        self.progress_bar.setRange(0, max(total, 1))
-        self.progress_bar.setValue(done)
-        self.progress_bar.setFormat(f"{what} %v/%m")
-
-    def _on_trained(self, model):
-        if model is None:
-            self.set_status("training cancelled; the previous model is kept")
-            return
-        p = self.project
-        # Images accepted while training ran are not in its snapshot: they are added to the
-        # new model on the job thread, after the updates queued before (which went into the
-        # old model); jobs queued later find the new model in self.model.
-        late = [(p.items[i].image_path, p.items[i].points.copy())
-                for i in self._accepted_while_training]
-
-        def job():
-            for image_path, points in late:
-                model.update(read_image(image_path), points)
-            p.save_model(model)
-            self.model = model
-
-        def done(_):
-            self._set_model(model, f"trained in {model.summary.get('train_seconds', 0):.1f} s",
-                            show_settings=True)
-            self.set_status(f"model saved to {p.model_path}")
-
-        self.jobs.submit(job, done, self._job_failed)
-
-    def _on_training_finished(self):
-        self.training = None
-        self.progress_bar.setVisible(False)
-        self._update_controls()
-
-    def cancel(self):
-        """Cancel training (the old model stays) or fitting all images."""
-        if self.training is not None:
-            self.training.cancel()
-        if self.fit_worker is not None:
-            self.fit_worker.quit()
-        self.set_status("cancelling\u2026")
-
-    # -- fit all -----------------------------------------------------------------------
-    @_guarded
-    def fit_all(self):
-        """Fit every unannotated, untouched image in a background thread (results as drafts).
-
-        An image that cannot be read or fitted is skipped and named; the others are fitted.
-        """
-        self._need_model()
-        p = self.project
-        todo = p.fit_candidates()
-        if not todo:
-            raise ValueError("no untouched unannotated images to fit")
-        model_path = p.model_path
-        if not model_path.exists():
-            p.save_model(self.model)
-        # Its own copy of the model: accepting meanwhile updates the widget's one.
-        model = load_model(model_path)
-        paths = {i: p.items[i].image_path for i in todo}
-        failed = self._fit_all_failed = []
-        self.fit_worker = start_frames(
-            todo, lambda i: model.fit(read_image(paths[i])).points,
-            on_result=self._on_fitted_one,
-            on_finished=lambda: self._on_fit_all_finished(len(todo), failed),
-            on_error=lambda exc: self.set_status(f"fitting failed: {exc}", error=True))
-        self.progress_bar.setRange(0, len(todo))
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("fitting %v/%m")
-        self.progress_bar.setVisible(True)
-        self._update_controls()
-        return self.fit_worker
-
-    def _on_fitted_one(self, value):
-        i, points, problem, done, total = value
-        p = self.project
-        if problem is not None:
-            p.problems.setdefault(p.stems[i], problem)
-            self._fit_all_failed.append(f"{p.stems[i]} ({problem})")
-        else:
-            st = p.state(i)
-            if not st.placed.any():  # someone may have started on it meanwhile
-                st.set_fit(points)
-                p.autosave(i)
-                if i == p.index:
-                    self.render()
-                    self.layers.select_mode(True)
-        self.progress_bar.setValue(done)
-        self._refresh_list(only=i)
-
-    def _on_fit_all_finished(self, n_todo, failed):
-        self.fit_worker = None
-        self.progress_bar.setVisible(False)
-        self._update_controls()
-        fitted = self.progress_bar.value() - len(failed)
-        if failed:
-            self.set_status(f"fitted {fitted} of {n_todo} images (~ in the list); "
-                            f"{len(failed)} could not be fitted: " + "; ".join(failed),
-                            error=True)
-        else:
-            self.set_status(f"fitted {fitted} of {n_todo} images (~ in the list); check and "
-                            "Accept each")
-
-    # -- export ------------------------------------------------------------------------
-    @_guarded
-    def export(self, folder=None):
-        """Write every accepted annotation as .pts plus one .tps to ``folder`` (asks if None)."""
-        self._need_project()
-        if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Export annotations to")
-            if not folder:
-                return None
-        written = self.project.export(folder)
-        self.set_status(f"exported {len(written) - 1} .pts and {written[-1].name} to {folder}")
-        return written
