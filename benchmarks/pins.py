@@ -26,7 +26,8 @@ the untuned default prior weights, as for a person's first annotations).
 with nothing pinned; ``k`` pinned where the fit put it (full prior weight, and the model's
 re-fit scale); ``k`` pinned at its truth with the re-fit prior scale set to each of
 2 ... 1/16; and at its truth, full weight, with the pose held at the first fit's.
-``--images N`` uses the first N test images only.
+``--images N`` uses the first N test images only; ``--start prior`` starts the first fits
+of faces from the prior placement instead of the face detector's box.
 """
 
 from __future__ import annotations
@@ -74,9 +75,9 @@ def split(name, n_train=None):
     return C.load_samples(train_items), C.load_samples(test_items)
 
 
-def usual_starts(name, model, test):
-    """The start a fit without a box or points uses, per test image."""
-    if not R.SUITES[name]["face"]:
+def usual_starts(name, model, test, prior=False):
+    """The start a fit without a box or points uses (or the prior placement), per image."""
+    if prior or not R.SUITES[name]["face"]:
         return [model.starts.from_prior(model.shape.s0, s.grey.shape) for s in test]
     cache = C.BoxCache(C.CACHE / f"vj_boxes_{name}.json")
     out = []
@@ -182,6 +183,8 @@ def main(argv=None):
                     help="use only the first this many test images")
     ap.add_argument("--diagnose", action="store_true",
                     help="GSM re-fit rows that tell the causes apart, instead of the table")
+    ap.add_argument("--start", choices=["usual", "prior"], default="usual",
+                    help="first fits from the usual start or the prior placement (faces)")
     ap.add_argument("--no-cache", action="store_true", help="retrain cached models")
     args = ap.parse_args(argv)
     lines = []
@@ -194,7 +197,7 @@ def main(argv=None):
         scale = getattr(base.gsm_params, "refit_scale", None)  # None: code before the scale
         label = f"{name} ({len(train_s)} training images; lam {base.gsm_params.lam:g}" + \
             ("" if scale is None else f", refit_scale {scale:g}") + ")"
-        starts = usual_starts(name, base, test_s)
+        starts = usual_starts(name, base, test_s, args.start == "prior")
         methods = ["gsm"] if args.diagnose else [m for m in SETS[name] if m in args.methods]
         for meth in methods:
             model, _ = R.method_model(name, meth, base, path, train_s, not args.no_cache)
