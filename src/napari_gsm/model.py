@@ -24,8 +24,9 @@ from .io import Dataset, load_dataset, load_model_file, save_model_file, to_grey
 from ._threads import one_blas_thread
 from .io.errors import ModelFileError
 from .methods import METHODS, GSMParams
-from .methods.gsm import fit_gsm
+from .methods.gsm import REFIT_SCALE_DEFAULT, fit_gsm
 from .quality import score_reference
+from .refit import choose_refit_scale
 from .shape import ShapeModel
 
 __all__ = ["Model", "TrainParams", "train", "load_model", "Sample", "check_image_size",
@@ -379,7 +380,9 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
     params : TrainParams, optional
     gsm_params : GSMParams, optional
         With ``lam=None`` (the default) the shape prior weight is chosen on held-out
-        training images (:func:`choose_lam`); a given ``lam`` is used as it is.
+        training images (:func:`choose_lam`), and with it, unless given, the share of it a
+        re-fit around pinned landmarks uses
+        (:func:`~napari_gsm.refit.choose_refit_scale`); a given ``lam`` is used as it is.
     landmark_names : list of str, optional
         Defaults to the dataset's names file, else ``'1'..'v'``.
     boxes : dict or sequence, optional
@@ -453,6 +456,10 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
                                         face_boxes, face_source)
         model.gsm_params = replace(gsm_params, lam=choose_lam(
             model, [samples[k] for k in held], rng))
+        if gsm_params.refit_scale is None:
+            # its own generator, so the rest of training draws what it drew before
+            model.gsm_params = replace(model.gsm_params, refit_scale=choose_refit_scale(
+                model, [samples[k] for k in held], np.random.default_rng(params.seed)))
         add_images(held)
         for k in held:
             shape.add(samples[k].points)
@@ -460,6 +467,8 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
     model._precision = None
     if model.gsm_params.lam is None:  # too few images to hold any out
         model.gsm_params = replace(gsm_params, lam=LAM_DEFAULT)
+    if model.gsm_params.refit_scale is None:
+        model.gsm_params = replace(model.gsm_params, refit_scale=REFIT_SCALE_DEFAULT)
     model.starts = StartModel.train(shape.s0, shapes, [s.grey.shape for s in samples],
                                     face_boxes, face_source)
     model.summary.update({

@@ -15,6 +15,7 @@ from gui import wait_idle
 
 from napari_gsm.io import read_pts, read_tps
 from napari_gsm.model import load_model
+from napari_gsm.ui import batch_actions
 from napari_gsm.ui import widget as widget_mod
 from napari_gsm.ui._convert import layer_to_points, points_to_layer
 from napari_gsm.ui.keys import SHORTCUTS
@@ -171,7 +172,7 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     wait_idle(qtbot, w)
     assert load_model(model_path).summary["n_images"] == 6
     before = model_path.read_bytes()
-    gate, real_train = threading.Event(), widget_mod.train
+    gate, real_train = threading.Event(), batch_actions.train
 
     def gated_train(*args, progress, **kw):
         def slow(*a):
@@ -179,7 +180,7 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
             progress(*a)
         return real_train(*args, progress=slow, **kw)
 
-    monkeypatch.setattr(widget_mod, "train", gated_train)
+    monkeypatch.setattr(batch_actions, "train", gated_train)
     worker = w.train()
     w.cancel_btn.click()
     gate.set()

@@ -38,6 +38,7 @@ from ..features import Pyramid, feature_map
 from ..geometry import pose_from_shape
 from ..result import FitResult
 from ..shape import from_vec
+from .gsm import fit_gsm
 
 __all__ = ["CascadeState", "train_cascade", "fit_cascade", "load_cascade"]
 
@@ -162,7 +163,11 @@ def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
     start : (v, 2) array
         Starting shape in image coordinates.
     pinned : (v,) bool array, optional
-        Landmarks reset to their ``start`` position after every level.
+        Landmarks held exactly at their ``start`` position. The cascade cannot hold a
+        landmark (every level moves all of them, learned from unconstrained starts spread
+        like the prior's or the face detector's, not from a fit a person has corrected), so
+        a fit with pins is GSM's Newton fit (:func:`~napari_gsm.methods.gsm.fit_gsm`) on
+        the same detectors and shape prior, which holds them.
     history : bool
         Keep the shape after every level.
 
@@ -170,20 +175,20 @@ def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
     -------
     FitResult
         ``n_iter`` is the number of levels; ``extra['update_px']`` the mean landmark move of
-        every level, in reference-frame pixels.
+        every level, in reference-frame pixels. With pins, :func:`fit_gsm`'s result.
     """
-    t0 = time.perf_counter()
     state = model.state
     if not isinstance(state, CascadeState):
         raise ValueError("this model has no trained cascade (train it with method='gsm-cr')")
+    if pinned is not None and np.any(pinned):
+        return fit_gsm(model, pyramid, start, pinned=pinned, history=history)
+    t0 = time.perf_counter()
     shape_model, spec = model.shape, model.features
     s0, sm, frame_shape = shape_model.s0, shape_model.sm, shape_model.frame_shape
     coarse = int(state.info.get("coarse_levels", 0))
     readers = [model.detectors.reader(_sigma_index(model, k, coarse), model.features) for k in range(state.levels)]
     v = shape_model.n_landmarks
-    start = np.asarray(start, float)
-    pinned = None if pinned is None else np.asarray(pinned, bool)
-    s = start.copy()
+    s = np.asarray(start, float).copy()
     hist = [s.copy()] if history else []
     moves = []
     f = np.empty(6 * v + 1)
@@ -196,8 +201,6 @@ def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
         dx = f @ R
         moves.append(float(np.hypot(dx[:v], dx[v:]).mean()))
         s = _from_frame(x + from_vec(dx)[None], theta[None], sm)[0]
-        if pinned is not None:
-            s[pinned] = start[pinned]
         if history:
             hist.append(s.copy())
     return FitResult(points=s, n_iter=state.levels, converged=True,

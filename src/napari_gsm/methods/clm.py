@@ -62,7 +62,7 @@ from ..features import feature_map, hann_window, sample_patches
 from ..geometry import pose_from_shape, to_base_mesh
 from ..result import FitResult
 from ..shape import from_vec, to_vec
-from .gsm import newton_step, regulariser
+from .gsm import newton_step, prior_scale, regulariser
 
 __all__ = ["fit_clm", "g_filters", "response_maps", "mean_shift", "search_offsets", "DEFAULT_BANDWIDTHS"]
 
@@ -284,7 +284,9 @@ def fit_clm(model, pyramid, start, *, pinned=None, history=True, search=15,
     start : (v, 2) array
         Starting shape in image coordinates.
     pinned : (v,) bool array, optional
-        Landmarks held exactly at their ``start`` position.
+        Landmarks held exactly at their ``start`` position; ``lam`` is then scaled at the
+        narrowest bandwidth as GSM's prior weight is at its finest target width
+        (:func:`~napari_gsm.methods.gsm.prior_scale`).
     history : bool
         Keep the shape after every iteration.
     search : int
@@ -339,8 +341,9 @@ def fit_clm(model, pyramid, start, *, pinned=None, history=True, search=15,
         centres = to_base_mesh(shape, theta, sm)
         maps = maker(_region(fmap, centres + pad, spec, R), backend)
         mu = centres + mean_shift(maps, offsets, rho)
-        costs.append(_cost(p, theta, mu, lam * rho, s0vec, sm, prec)[0])
-        p_new = _project(p, theta, mu, lam * rho, s0vec, sm, prec, free, reach)
+        weight = lam * rho * prior_scale(model.gsm_params, pinned, level, len(bandwidths))
+        costs.append(_cost(p, theta, mu, weight, s0vec, sm, prec)[0])
+        p_new = _project(p, theta, mu, weight, s0vec, sm, prec, free, reach)
         step = p_new - p
         move = np.hypot(theta[0], theta[1]) * np.hypot(step[:v], step[v:2 * v]).max()
         p = p_new

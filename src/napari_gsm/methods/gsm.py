@@ -38,7 +38,8 @@ from ..shape import from_vec, to_vec
 
 __all__ = ["GSMParams", "regulariser", "data_terms", "assemble", "assemble_local", "image_step",
            "base_mesh", "cholesky", "cho_solve", "newton_step", "limit_step",
-           "start_schedule", "frame_tolerance", "level_data", "next_level", "fit_gsm"]
+           "start_schedule", "prior_scale", "frame_tolerance", "level_data", "next_level",
+           "fit_gsm"]
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,16 @@ class GSMParams:
     """Fitting hyper-parameters of GSM (see module docstring).
 
     ``lam`` is the shape prior weight; ``None`` lets training choose it
-    (:func:`napari_gsm.model.choose_lam`). ``frame_tol`` and ``coarse_frame_tol`` are how
-    far the pose may move (relative change of ``A``) before the frame is re-warped, at the
-    finest target width and at the wider ones (:func:`frame_tolerance`).
+    (:func:`napari_gsm.model.choose_lam`). ``refit_scale`` multiplies that weight at the
+    finest target width of a fit with pinned landmarks (:func:`prior_scale`); ``None`` lets
+    training choose it (:func:`napari_gsm.refit.choose_refit_scale`). ``frame_tol`` and
+    ``coarse_frame_tol`` are how far the pose may move (relative change of ``A``) before the
+    frame is re-warped, at the finest target width and at the wider ones
+    (:func:`frame_tolerance`).
     """
 
     lam: float | None = None
+    refit_scale: float | None = None
     max_iter: int = 30
     tol: float = 0.15
     coarse_tol: float = 0.5
@@ -336,16 +341,42 @@ def limit_step(step, p, v, max_step):
     return step, float(np.sqrt((moves**2).mean()))
 
 
-def start_schedule(model, pyramid, pinned):
+def start_schedule(model, pyramid):
     """Where a coarse-to-fine fit starts: ``(frames, level, n_levels)``.
 
     ``frames`` is the image's :class:`~napari_gsm.features.FrameCache`; ``level`` the
-    coarsest target width, or the finest for a re-fit around pinned points (a person has
-    just corrected the shape, which is already close: the coarse widths would only blur it).
+    coarsest target width. A re-fit around pinned points runs the whole schedule too: from
+    a shape that is already close the wide widths converge in a few iterations, and a fit
+    with pins from a rough start (the widget's Fit with pinned points) needs them.
     """
     n_levels = len(model.detectors.sigmas)
     frames = FrameCache(pyramid, model.shape.sm, model.shape.frame_shape, model.features)
-    return frames, (n_levels - 1 if pinned.any() else 0), n_levels
+    return frames, 0, n_levels
+
+
+#: ``refit_scale`` of a model trained on too few images to choose it (fewer than 12), and of
+#: model files older than it; cross-validated on training images (``benchmarks/refit_cv.py``).
+REFIT_SCALE_DEFAULT = 0.5
+
+
+def prior_scale(params, pinned, level, n_levels):
+    """Factor on the shape prior's weights at target width ``level`` (of ``n_levels``).
+
+    ``refit_scale`` at the finest width of a fit with pinned landmarks, else 1. Pins reach
+    the other landmarks only through the prior: with the pose free, a pinned landmark put
+    where it belongs moves the pose that places the mean shape, and every other landmark
+    follows in proportion to the prior's weight. ``lam`` is chosen for fits from rough
+    starts, which need the prior's pull to converge; at the finest width, where the shape
+    is already close, the detectors are the better guide, and that weight dragged
+    well-placed landmarks along with a corrected one (wings, X-rays). So the finest width
+    of a fit with pins uses its own share of the weight, chosen on held-out training
+    images by simulating such re-fits (:func:`napari_gsm.refit.choose_refit_scale`). The
+    wide widths keep ``lam``: they give capture range, which a fit with pins from a rough
+    start still needs.
+    """
+    if level < n_levels - 1 or pinned is None or not np.any(pinned):
+        return 1.0
+    return REFIT_SCALE_DEFAULT if params.refit_scale is None else params.refit_scale
 
 
 def frame_tolerance(level, n_levels, params):
@@ -394,7 +425,8 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     start : (v, 2) array
         Starting shape in image coordinates.
     pinned : (v,) bool array, optional
-        Landmarks held exactly at their ``start`` position.
+        Landmarks held exactly at their ``start`` position; the prior's weight at the
+        finest target width is then scaled by :func:`prior_scale`.
     params : GSMParams, optional
 
     Returns
@@ -415,11 +447,12 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     hist, costs = [s.copy()], []
     converged = False
     n_iter = 0
-    frames, level, n_levels = start_schedule(model, pyramid, pinned)
+    frames, level, n_levels = start_schedule(model, pyramid)
     for n_iter in range(1, params.max_iter + 1):
         resp, floor = level_data(frames, det, spec, params, level, from_vec(p[: 2 * v]),
                                  p[2 * v:])
-        f, grad, H = assemble_local(p, resp, s0vec, sm, prec, params.lam, floor, frames.theta)
+        lam = params.lam * prior_scale(params, pinned, level, n_levels)
+        f, grad, H = assemble_local(p, resp, s0vec, sm, prec, lam, floor, frames.theta)
         costs.append(f)
         step = image_step(newton_step(grad, H, free), p, v)
         step, move = limit_step(step, p, v, params.max_step)

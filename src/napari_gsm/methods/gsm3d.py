@@ -55,7 +55,8 @@ from ..shape import from_vec, to_vec
 from ..shape3d import (Shape3DModel, _check_mean3d, from_vec3, load_mean3d,
                        nrsfm, ortho_procrustes, rotation_to_euler)
 from .gsm import (assemble, assemble_local, base_mesh, cho_solve, cholesky, image_step,
-                  level_data, limit_step, newton_step, next_level, start_schedule)
+                  level_data, limit_step, newton_step, next_level, prior_scale,
+                  start_schedule)
 
 __all__ = ["GSM3DState", "train_gsm3d", "load_gsm3d", "fit_gsm3d", "projection_residual",
            "terms3d", "assemble3d", "assemble3d_reduced", "solve3d", "skew", "rotate"]
@@ -562,7 +563,8 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     start : (v, 2) array
         Starting shape in image coordinates.
     pinned : (v,) bool array, optional
-        Landmarks held exactly at their ``start`` position (the 3D part still fits them).
+        Landmarks held exactly at their ``start`` position (the 3D part still fits them);
+        the prior weights are scaled as in GSM 2D (:func:`~napari_gsm.methods.gsm.prior_scale`).
     params : GSMParams, optional
     lam2, lam3 : float, optional
         Override the state's weights.
@@ -598,22 +600,24 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     converged = False
     n_iter = 0
     # The same schedule and frame handling as GSM 2D: coarse to fine over the detectors'
-    # target widths (straight to the finest around pinned points), frames re-warped only
+    # target widths (the prior scaled at the finest around pins), frames re-warped only
     # when the pose has moved, the longest landmark move capped, the root-mean-square move
     # deciding convergence.
-    frames, level, n_levels = start_schedule(model, pyramid, pinned)
+    frames, level, n_levels = start_schedule(model, pyramid)
     free_s = np.tile(~pinned, 2) if pinned.any() else None
     for n_iter in range(1, params.max_iter + 1):
         resp, floor = level_data(frames, det, spec, params, level, from_vec(p[:n2]),
                                  p[n2:n2 + 4])
+        # With pins every prior term (2D, 3D, projection) is scaled alike.
+        c = prior_scale(params, pinned, level, n_levels)
         if lam2 > 0:
-            f, grad, H = assemble3d_reduced(p, R, resp, s0vec, sm, prec, lam, floor, S3_0,
-                                            state.basis, state.iso, state.k_inv, lam2, lam3,
-                                            frames.theta)
+            f, grad, H = assemble3d_reduced(p, R, resp, s0vec, sm, prec, c * lam, floor,
+                                            S3_0, state.basis, state.iso, state.k_inv,
+                                            c * lam2, c * lam3, frames.theta)
             step = image_step(solve3d(grad, H, free_s), p, v)
         else:  # no 3D prior: H_yy is singular in depth, leave it to the damped dense solve
-            f, grad, H = assemble3d(p, R, resp, s0vec, sm, prec, lam, floor, S3_0, prec3,
-                                    lam2, lam3, frames.theta)
+            f, grad, H = assemble3d(p, R, resp, s0vec, sm, prec, c * lam, floor, S3_0, prec3,
+                                    lam2, c * lam3, frames.theta)
             free = np.concatenate([~pinned, ~pinned, np.ones(3 * v + 10, bool)]).nonzero()[0]
             step = newton_step(grad, H, free)
         costs.append(f)
