@@ -187,8 +187,9 @@ class Model:
         return self._start(grey, init, box, points)[:2]
 
     def _start(self, grey, init, box, points):
-        """:meth:`start`, plus how many faces the detector found (0 if it did not run)."""
+        """:meth:`start`, plus how many faces the detector found (None if it did not run)."""
         s0 = self.shape.s0
+        n_faces = None
         if init == "auto":
             if points is not None:
                 init = "points"
@@ -196,20 +197,21 @@ class Model:
                 init = "box"
             elif self.starts.face is not None:
                 faces = self.face_detector.detect(grey)
+                n_faces = len(faces)
                 box = self.starts.choose_face(faces, grey.shape)
                 if box is not None:
-                    return self.starts.from_face_box(s0, box), "detect", len(faces)
+                    return self.starts.from_face_box(s0, box), "detect", n_faces
                 init = "prior"
             else:
                 init = "prior"
         if init == "points":
             if points is None:
                 raise ValueError("init='points' needs points")
-            return start_from_points(s0, points), "points", 0
+            return start_from_points(s0, points), "points", None
         if init == "box":
             if box is None:
                 raise ValueError("init='box' needs a box (x0, y0, x1, y1)")
-            return start_from_box(s0, box), "box", 0
+            return start_from_box(s0, box), "box", None
         if init == "detect":
             faces = self.face_detector.detect(grey)
             box = self.starts.choose_face(faces, grey.shape)
@@ -217,12 +219,12 @@ class Model:
                 raise LookupError("the face detector found no face")
             return self.starts.from_face_box(s0, box), "detect", len(faces)
         if init == "prior":
-            return self.starts.from_prior(s0, grey.shape), "prior", 0
+            return self.starts.from_prior(s0, grey.shape), "prior", n_faces
         raise ValueError(f"unknown init {init!r}")
 
     # -- fitting -----------------------------------------------------------------------
     def fit(self, image, init="auto", *, box=None, points=None, pinned=None, history=True,
-            **method_kw):
+            warm_start=False, **method_kw):
         """Place the landmarks on an image.
 
         Parameters
@@ -235,10 +237,18 @@ class Model:
             Landmarks held exactly at ``points`` (a person has placed them); needs ``points``.
             The other landmarks start from ``init``: e.g. ``init='detect'`` with two pinned
             eye corners starts from the face detector with those two put where they are.
+        warm_start : bool
+            The start is already close to the answer (the previous video frame's fit, see
+            :func:`~napari_gsm.track.track`): skip what the method does for capture range
+            (GSM and GSM 2D+3D fit at the finest target width only, GSM-CR skips its
+            coarse levels, CLM runs its narrowest kernel only). Fewer iterations; a start
+            farther off than the finest width reaches may not be recovered.
 
         Returns
         -------
         FitResult
+            When the face detector ran, ``extra`` holds ``detect_ms`` (not part of
+            ``fit_ms``) and ``n_faces`` (how many it found; 0: the start is the prior).
 
         Raises
         ------
@@ -266,15 +276,15 @@ class Model:
         start, used, n_faces = self._start(grey, init, box, given)
         if pinned is not None:
             start[pinned] = np.asarray(points, float)[pinned]
-        detect_ms = (time.perf_counter() - t_start) * 1e3 if used == "detect" else 0.0
+        detect_ms = (time.perf_counter() - t_start) * 1e3 if n_faces is not None else 0.0
         pyramid = Pyramid(grey)
         result = METHODS[self.method].fit(self, pyramid, start, pinned=pinned, history=history,
-                                          **method_kw)
+                                          warm_start=warm_start, **method_kw)
         result.fit_ms = (time.perf_counter() - t0) * 1e3 - detect_ms
         result.init = used
         result.start = start
         result.method = self.method
-        if detect_ms:
+        if n_faces is not None:
             result.extra["detect_ms"] = round(detect_ms, 3)
             result.extra["n_faces"] = n_faces
         return result

@@ -38,7 +38,8 @@ from ..shape import from_vec, to_vec
 
 __all__ = ["GSMParams", "regulariser", "data_terms", "assemble", "assemble_local", "image_step",
            "base_mesh", "cholesky", "cho_solve", "newton_step", "limit_step",
-           "start_schedule", "frame_tolerance", "level_data", "next_level", "fit_gsm"]
+           "start_schedule", "frame_tolerance", "level_data", "finest_score", "next_level",
+           "fit_gsm"]
 
 
 @dataclass(frozen=True)
@@ -336,16 +337,17 @@ def limit_step(step, p, v, max_step):
     return step, float(np.sqrt((moves**2).mean()))
 
 
-def start_schedule(model, pyramid, pinned):
+def start_schedule(model, pyramid, pinned, warm_start=False):
     """Where a coarse-to-fine fit starts: ``(frames, level, n_levels)``.
 
     ``frames`` is the image's :class:`~napari_gsm.features.FrameCache`; ``level`` the
     coarsest target width, or the finest for a re-fit around pinned points (a person has
-    just corrected the shape, which is already close: the coarse widths would only blur it).
+    just corrected the shape, which is already close: the coarse widths would only blur it)
+    and for a ``warm_start`` (the start is close, e.g. the previous video frame's fit).
     """
     n_levels = len(model.detectors.sigmas)
     frames = FrameCache(pyramid, model.shape.sm, model.shape.frame_shape, model.features)
-    return frames, (n_levels - 1 if pinned.any() else 0), n_levels
+    return frames, (n_levels - 1 if warm_start or pinned.any() else 0), n_levels
 
 
 def frame_tolerance(level, n_levels, params):
@@ -373,6 +375,11 @@ def level_data(frames, det, spec, params, level, shape, theta):
     return resp, params.curvature_floor / det.sigmas[level] ** 2
 
 
+def finest_score(resp, level, n_levels, score):
+    """The mean ``<I, h>`` of responses ``(v, 6)`` read at the finest width, else ``score``."""
+    return float(resp[:, 0].mean()) if level == n_levels - 1 else score
+
+
 def next_level(level, n_levels, move, params):
     """Coarse-to-fine schedule: ``(level, converged)`` after an iteration that moved ``move``.
 
@@ -384,7 +391,8 @@ def next_level(level, n_levels, move, params):
     return level, move <= params.tol
 
 
-def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
+def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True,
+            warm_start=False):
     """Fit GSM 2D from a start shape.
 
     Parameters
@@ -396,10 +404,16 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     pinned : (v,) bool array, optional
         Landmarks held exactly at their ``start`` position.
     params : GSMParams, optional
+    warm_start : bool
+        The start is already close (the previous video frame's fit): fit at the finest
+        target width only, without the coarse widths' capture range.
 
     Returns
     -------
     FitResult
+        ``extra['score']``: the mean detector response ``<I, h>`` at the finest width in
+        the last iteration (the image match :func:`~napari_gsm.quality.response_score`
+        measures, at the shape before the last step), or None if the fit never reached it.
     """
     params = params or model.gsm_params
     shape_model, det, spec = model.shape, model.detectors, model.features
@@ -415,10 +429,12 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     hist, costs = [s.copy()], []
     converged = False
     n_iter = 0
-    frames, level, n_levels = start_schedule(model, pyramid, pinned)
+    frames, level, n_levels = start_schedule(model, pyramid, pinned, warm_start)
+    score = None
     for n_iter in range(1, params.max_iter + 1):
         resp, floor = level_data(frames, det, spec, params, level, from_vec(p[: 2 * v]),
                                  p[2 * v:])
+        score = finest_score(resp, level, n_levels, score)
         f, grad, H = assemble_local(p, resp, s0vec, sm, prec, params.lam, floor, frames.theta)
         costs.append(f)
         step = image_step(newton_step(grad, H, free), p, v)
@@ -434,4 +450,4 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     return FitResult(points=points, n_iter=n_iter, converged=converged,
                      fit_ms=(time.perf_counter() - t0) * 1e3, history=hist if history else [],
                      costs=costs, pose=p[2 * v:].copy(), method="gsm",
-                     extra={"n_warps": frames.n_warps})
+                     extra={"n_warps": frames.n_warps, "score": score})
