@@ -7,6 +7,7 @@ from .io import load_dataset, read_pts, write_pts
 from .methods import GSMParams
 from .model import Model, TrainParams, load_model, train
 from .result import FitResult
+from .track import TrackResult, track
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,6 @@ __all__ = [
     "TrainParams",
     "GSMParams",
     "FitResult",
+    "track",
+    "TrackResult",
 ]

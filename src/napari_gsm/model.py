@@ -192,8 +192,9 @@ class Model:
         return self._start(grey, init, box, points, box_kind)[:2]
 
     def _start(self, grey, init, box, points, box_kind="landmarks"):
-        """:meth:`start`, plus how many faces the detector found (0 if it did not run)."""
+        """:meth:`start`, plus how many faces the detector found (None if it did not run)."""
         s0 = self.shape.s0
+        n_faces = None
         if box_kind not in BOX_KINDS:
             raise ValueError(f"box_kind must be one of {', '.join(BOX_KINDS)}, not {box_kind!r}")
         if init == "auto":
@@ -203,22 +204,23 @@ class Model:
                 init = "box"
             elif self.starts.face_source == "viola-jones":
                 faces = self.face_detector.detect(grey)
+                n_faces = len(faces)
                 box = self.starts.choose_face(faces, grey.shape)
                 if box is not None:
-                    return self.starts.from_face_box(s0, box), "detect", len(faces)
+                    return self.starts.from_face_box(s0, box), "detect", n_faces
                 init = "prior"
             else:
                 init = "prior"
         if init == "points":
             if points is None:
                 raise ValueError("init='points' needs points")
-            return start_from_points(s0, points), "points", 0
+            return start_from_points(s0, points), "points", None
         if init == "box":
             if box is None:
                 raise ValueError("init='box' needs a box (x0, y0, x1, y1)")
             if box_kind == "detector":
-                return self.starts.from_face_box(s0, box), "detector box", 0
-            return start_from_box(s0, box), "box", 0
+                return self.starts.from_face_box(s0, box), "detector box", None
+            return start_from_box(s0, box), "box", None
         if init == "detect":
             if self.starts.face_source != "viola-jones":
                 raise ValueError(
@@ -233,12 +235,12 @@ class Model:
                 raise LookupError("the face detector found no face")
             return self.starts.from_face_box(s0, box), "detect", len(faces)
         if init == "prior":
-            return self.starts.from_prior(s0, grey.shape), "prior", 0
+            return self.starts.from_prior(s0, grey.shape), "prior", n_faces
         raise ValueError(f"unknown init {init!r}")
 
     # -- fitting -----------------------------------------------------------------------
     def fit(self, image, init="auto", *, box=None, points=None, box_kind="landmarks",
-            pinned=None, history=True, **method_kw):
+            pinned=None, history=True, warm_start=False, **method_kw):
         """Place the landmarks on an image.
 
         BLAS runs on one thread during the fit (:func:`~napari_gsm._threads.one_blas_thread`).
@@ -253,10 +255,18 @@ class Model:
             Landmarks held exactly at ``points`` (a person has placed them); needs ``points``.
             The other landmarks start from ``init``: e.g. ``init='detect'`` with two pinned
             eye corners starts from the face detector with those two put where they are.
+        warm_start : bool
+            The start is already close to the answer (the previous video frame's fit, see
+            :func:`~napari_gsm.track.track`): skip what the method does for capture range
+            (GSM and GSM 2D+3D fit at the finest target width only, GSM-CR skips its
+            coarse levels, CLM runs its narrowest kernel only). Fewer iterations; a start
+            farther off than the finest width reaches may not be recovered.
 
         Returns
         -------
         FitResult
+            When the face detector ran, ``extra`` holds ``detect_ms`` (not part of
+            ``fit_ms``) and ``n_faces`` (how many it found; 0: the start is the prior).
 
         Raises
         ------
@@ -284,16 +294,17 @@ class Model:
         start, used, n_faces = self._start(grey, init, box, given, box_kind)
         if pinned is not None:
             start[pinned] = np.asarray(points, float)[pinned]
-        detect_ms = (time.perf_counter() - t_start) * 1e3 if used == "detect" else 0.0
+        detect_ms = (time.perf_counter() - t_start) * 1e3 if n_faces is not None else 0.0
         with one_blas_thread():
             pyramid = Pyramid(grey)
             result = METHODS[self.method].fit(self, pyramid, start, pinned=pinned,
-                                              history=history, **method_kw)
+                                              history=history, warm_start=warm_start,
+                                              **method_kw)
         result.fit_ms = (time.perf_counter() - t0) * 1e3 - detect_ms
         result.init = used
         result.start = start
         result.method = self.method
-        if detect_ms:
+        if n_faces is not None:
             result.extra["detect_ms"] = round(detect_ms, 3)
             result.extra["n_faces"] = n_faces
         return result

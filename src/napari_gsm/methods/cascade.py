@@ -152,7 +152,7 @@ def _sigma_index(model, level, coarse_levels):
 
 # -- fitting (Algorithm 3) --------------------------------------------------------------
 
-def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
+def fit_cascade(model, pyramid, start, *, pinned=None, history=True, warm_start=False):
     """Fit GSM-CR from a start shape.
 
     Parameters
@@ -170,12 +170,18 @@ def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
         the same detectors and shape prior, which holds them.
     history : bool
         Keep the shape after every level.
+    warm_start : bool
+        The start is already close (the previous video frame's fit): skip the first
+        ``coarse_levels`` levels, which read the widest target and were trained for the
+        start's capture range, as GSM skips its coarse widths.
 
     Returns
     -------
     FitResult
-        ``n_iter`` is the number of levels; ``extra['update_px']`` the mean landmark move of
-        every level, in reference-frame pixels. With pins, :func:`fit_gsm`'s result.
+        ``n_iter`` is the number of levels run; ``extra['update_px']`` the mean landmark
+        move of every level, in reference-frame pixels; ``extra['score']`` the mean
+        ``<I, h>`` the last level read (at the finest width). With pins, :func:`fit_gsm`'s
+        result.
     """
     state = model.state
     if not isinstance(state, CascadeState):
@@ -193,7 +199,8 @@ def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
     moves = []
     f = np.empty(6 * v + 1)
     f[-1] = 1.0
-    for k, R in enumerate(state.R):
+    first = min(coarse, state.levels - 1) if warm_start else 0
+    for k, R in enumerate(state.R[first:], first):
         theta = pose_from_shape(s, s0, sm)
         fmap = feature_map(_warp(pyramid, theta, sm, frame_shape), spec)
         x = _to_frame(s[None], theta[None], sm)
@@ -203,10 +210,10 @@ def fit_cascade(model, pyramid, start, *, pinned=None, history=True):
         s = _from_frame(x + from_vec(dx)[None], theta[None], sm)[0]
         if history:
             hist.append(s.copy())
-    return FitResult(points=s, n_iter=state.levels, converged=True,
+    return FitResult(points=s, n_iter=len(moves), converged=True,
                      fit_ms=(time.perf_counter() - t0) * 1e3, history=hist,
                      pose=pose_from_shape(s, s0, sm), method="gsm-cr",
-                     extra={"update_px": moves})
+                     extra={"update_px": moves, "score": float(f[:v].mean())})
 
 
 # -- training (Algorithm 4) -------------------------------------------------------------

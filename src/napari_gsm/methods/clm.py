@@ -274,7 +274,8 @@ def _project(p, theta, mu, weight, s0vec, sm, prec, free, reach, inner=5):
 
 
 def fit_clm(model, pyramid, start, *, pinned=None, history=True, search=15,
-            bandwidths=DEFAULT_BANDWIDTHS, max_iter=30, lam=1.0, backend="fft"):
+            bandwidths=DEFAULT_BANDWIDTHS, max_iter=30, lam=1.0, backend="fft",
+            warm_start=False):
     """Fit with exhaustive local search (response maps) and regularised mean-shift.
 
     Parameters
@@ -301,6 +302,10 @@ def fit_clm(model, pyramid, start, *, pinned=None, history=True, search=15,
         ``sum ||S(s_i) - mu_i||^2 + lam rho R``.
     backend : {'cv2', 'fft'}
         How response maps are correlated (same result).
+    warm_start : bool
+        The start is already close (the previous video frame's fit): only the narrowest
+        bandwidth is run, with the whole iteration budget (the wide kernels are there for
+        capture range, as GSM's coarse target widths).
 
     Returns
     -------
@@ -327,6 +332,8 @@ def fit_clm(model, pyramid, start, *, pinned=None, history=True, search=15,
     start = np.asarray(start, float)
     p = np.concatenate([to_vec(start), pose_from_shape(start, shape_model.s0, sm)])
     bandwidths = [float(b) * spec.stride ** 2 for b in bandwidths]
+    if warm_start:
+        bandwidths = bandwidths[-1:]
     per_level = max(1, int(max_iter) // len(bandwidths))
     hist, costs, level_iters = [start.copy()], [], [0] * len(bandwidths)
     level, converged, n_iter = 0, False, 0

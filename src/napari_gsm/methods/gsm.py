@@ -38,7 +38,7 @@ from ..shape import from_vec, to_vec
 
 __all__ = ["GSMParams", "regulariser", "data_terms", "assemble", "assemble_local", "image_step",
            "base_mesh", "cholesky", "cho_solve", "newton_step", "limit_step",
-           "start_schedule", "prior_scale", "frame_tolerance", "level_data", "next_level",
+           "start_schedule", "prior_scale", "frame_tolerance", "level_data", "finest_score",
            "fit_gsm"]
 
 
@@ -341,17 +341,18 @@ def limit_step(step, p, v, max_step):
     return step, float(np.sqrt((moves**2).mean()))
 
 
-def start_schedule(model, pyramid):
+def start_schedule(model, pyramid, warm_start=False):
     """Where a coarse-to-fine fit starts: ``(frames, level, n_levels)``.
 
     ``frames`` is the image's :class:`~napari_gsm.features.FrameCache`; ``level`` the
-    coarsest target width. A re-fit around pinned points runs the whole schedule too: from
+    coarsest target width, or the finest for a ``warm_start`` (the start is close, e.g. the
+    previous video frame's fit). A re-fit around pinned points runs the whole schedule: from
     a shape that is already close the wide widths converge in a few iterations, and a fit
     with pins from a rough start (the widget's Fit with pinned points) needs them.
     """
     n_levels = len(model.detectors.sigmas)
     frames = FrameCache(pyramid, model.shape.sm, model.shape.frame_shape, model.features)
-    return frames, 0, n_levels
+    return frames, (n_levels - 1 if warm_start else 0), n_levels
 
 
 #: ``refit_scale`` of a model trained on too few images to choose it (fewer than 12), and of
@@ -404,6 +405,11 @@ def level_data(frames, det, spec, params, level, shape, theta):
     return resp, params.curvature_floor / det.sigmas[level] ** 2
 
 
+def finest_score(resp, level, n_levels, score):
+    """The mean ``<I, h>`` of responses ``(v, 6)`` read at the finest width, else ``score``."""
+    return float(resp[:, 0].mean()) if level == n_levels - 1 else score
+
+
 def next_level(level, n_levels, move, params):
     """Coarse-to-fine schedule: ``(level, converged)`` after an iteration that moved ``move``.
 
@@ -415,7 +421,8 @@ def next_level(level, n_levels, move, params):
     return level, move <= params.tol
 
 
-def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
+def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True,
+            warm_start=False):
     """Fit GSM 2D from a start shape.
 
     Parameters
@@ -428,10 +435,16 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
         Landmarks held exactly at their ``start`` position; the prior's weight at the
         finest target width is then scaled by :func:`prior_scale`.
     params : GSMParams, optional
+    warm_start : bool
+        The start is already close (the previous video frame's fit): fit at the finest
+        target width only, without the coarse widths' capture range.
 
     Returns
     -------
     FitResult
+        ``extra['score']``: the mean detector response ``<I, h>`` at the finest width in
+        the last iteration (the image match :func:`~napari_gsm.quality.response_score`
+        measures, at the shape before the last step), or None if the fit never reached it.
     """
     params = params or model.gsm_params
     shape_model, det, spec = model.shape, model.detectors, model.features
@@ -447,10 +460,12 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     hist, costs = [s.copy()], []
     converged = False
     n_iter = 0
-    frames, level, n_levels = start_schedule(model, pyramid)
+    frames, level, n_levels = start_schedule(model, pyramid, warm_start)
+    score = None
     for n_iter in range(1, params.max_iter + 1):
         resp, floor = level_data(frames, det, spec, params, level, from_vec(p[: 2 * v]),
                                  p[2 * v:])
+        score = finest_score(resp, level, n_levels, score)
         lam = params.lam * prior_scale(params, pinned, level, n_levels)
         f, grad, H = assemble_local(p, resp, s0vec, sm, prec, lam, floor, frames.theta)
         costs.append(f)
@@ -467,4 +482,4 @@ def fit_gsm(model, pyramid, start, *, pinned=None, params=None, history=True):
     return FitResult(points=points, n_iter=n_iter, converged=converged,
                      fit_ms=(time.perf_counter() - t0) * 1e3, history=hist if history else [],
                      costs=costs, pose=p[2 * v:].copy(), method="gsm",
-                     extra={"n_warps": frames.n_warps})
+                     extra={"n_warps": frames.n_warps, "score": score})

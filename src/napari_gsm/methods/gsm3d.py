@@ -54,8 +54,8 @@ from ..result import FitResult
 from ..shape import from_vec, to_vec
 from ..shape3d import (Shape3DModel, _check_mean3d, from_vec3, load_mean3d,
                        nrsfm, ortho_procrustes, rotation_to_euler)
-from .gsm import (assemble, assemble_local, base_mesh, cho_solve, cholesky, image_step,
-                  level_data, limit_step, newton_step, next_level, prior_scale,
+from .gsm import (assemble, assemble_local, base_mesh, cho_solve, cholesky, finest_score,
+                  image_step, level_data, limit_step, newton_step, next_level, prior_scale,
                   start_schedule)
 
 __all__ = ["GSM3DState", "train_gsm3d", "load_gsm3d", "fit_gsm3d", "projection_residual",
@@ -552,7 +552,7 @@ def _init_3d(shape3d_mean, s_bm):
 
 
 def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, lam2=None,
-              lam3=None):
+              lam3=None, warm_start=False):
     """Fit GSM 2D+3D from a start shape.
 
     Parameters
@@ -568,6 +568,8 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     params : GSMParams, optional
     lam2, lam3 : float, optional
         Override the state's weights.
+    warm_start : bool
+        The start is already close: fit at the finest target width only (as GSM 2D).
 
     Returns
     -------
@@ -575,8 +577,8 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
         ``extra`` holds ``yaw``, ``pitch``, ``roll`` (degrees, image frame), ``rotation``
         ``(3, 3)`` (model -> image axes), ``landmarks3d``
         ``(v, 3)`` (image pixels: x, y near the fitted points, about the same centroid;
-        z depth away from the camera, relative to the centroid) and ``shape3d``
-        ``(v, 3)`` (the fitted 3D shape in model units).
+        z depth away from the camera, relative to the centroid), ``shape3d``
+        ``(v, 3)`` (the fitted 3D shape in model units) and ``score`` (as GSM 2D's).
     """
     params = params or model.gsm_params
     state = model.state
@@ -600,14 +602,16 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     converged = False
     n_iter = 0
     # The same schedule and frame handling as GSM 2D: coarse to fine over the detectors'
-    # target widths (the prior scaled at the finest around pins), frames re-warped only
-    # when the pose has moved, the longest landmark move capped, the root-mean-square move
-    # deciding convergence.
-    frames, level, n_levels = start_schedule(model, pyramid)
+    # target widths (the prior scaled at the finest around pins; straight to the finest
+    # from a warm start), frames re-warped only when the pose has moved, the longest
+    # landmark move capped, the root-mean-square move deciding convergence.
+    frames, level, n_levels = start_schedule(model, pyramid, warm_start)
     free_s = np.tile(~pinned, 2) if pinned.any() else None
+    score = None
     for n_iter in range(1, params.max_iter + 1):
         resp, floor = level_data(frames, det, spec, params, level, from_vec(p[:n2]),
                                  p[n2:n2 + 4])
+        score = finest_score(resp, level, n_levels, score)
         # With pins every prior term (2D, 3D, projection) is scaled alike.
         c = prior_scale(params, pinned, level, n_levels)
         if lam2 > 0:
@@ -638,7 +642,7 @@ def fit_gsm3d(model, pyramid, start, *, pinned=None, params=None, history=True, 
     return FitResult(points=points, n_iter=n_iter, converged=converged,
                      fit_ms=(time.perf_counter() - t0) * 1e3, history=hist if history else [],
                      costs=costs, pose=theta.copy(), method="gsm3d",
-                     extra={**extra, "n_warps": frames.n_warps})
+                     extra={**extra, "n_warps": frames.n_warps, "score": score})
 
 
 def _pose_outputs(theta, S3vec, sigma, R, points):
