@@ -157,6 +157,10 @@ def _item_layers(points_xy, image_path: Path | None, *, source: Path, name: str,
                  names: list[str], metadata: dict | None = None) -> list[tuple]:
     from napari_gsm.io import read_image
 
+    from .context_menu import add_layer_context_items
+
+    add_layer_context_items()  # the plugin is in use: offer its right-click actions
+
     layers = []
     shape = None
     if image_path is not None:

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import QFileDialog, QInputDialog, QListWidgetItem, QMessageB
 from ..io import ImageFileError, ModelFileError
 from ..model import load_model
 from ..quality import fit_warnings
+from .context_menu import add_layer_context_items
 from .annotation_view import START_SOURCES, AnnotationView
 from .batch_actions import BatchActions
 from .guard import USER_ERRORS, guarded
@@ -57,6 +58,7 @@ class AnnotationWidget(BatchActions, AnnotationView):
     def __init__(self, napari_viewer, project_dir=None, model_path=None):
         super().__init__()
         self.viewer = napari_viewer
+        add_layer_context_items()
         self.project: Project | None = None
         self.model = None
         self.layers = LandmarkLayers(napari_viewer, self._on_points_edited)
