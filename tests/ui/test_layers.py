@@ -220,3 +220,77 @@ def test_layer_errors_are_named(make_napari_viewer, sample_data_root, qtbot):
     fit = _dock(viewer, "fit")
     fit.fit_btn.native.click()
     assert fit.status.value.startswith("no model")
+
+
+def test_a_person_annotates_a_stack_with_napari_tools(make_napari_viewer, sample_data_root,
+                                                      tmp_path, qtbot):
+    """A TIFF stack opened with napari's reader, a new Points layer from the layer list's
+    button, landmarks clicked frame by frame with the mouse, then train, track, correct a
+    point by dragging, re-fit around it, save the frames to a training set and export."""
+    import tifffile
+    from gui import click
+
+    from napari_gsm.io import read_pts as read
+
+    wings = sample_data_root / "wings"
+    stack, marks = _moving_stack(read_image(wings / "63003.jpg"), read(wings / "63003.pts"), 10,
+                                 seed=1)
+    tifffile.imwrite(tmp_path / "wing.tif", stack)
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    image = viewer.open(tmp_path / "wing.tif", plugin="napari")[0]
+    assert image.data.shape == stack.shape
+    viewer.window._qt_viewer.layerButtons.newPointsButton.click()
+    points = viewer.layers[-1]
+    points.mode = "add"
+    for t in (0, 4, 8):
+        viewer.dims.set_current_step(0, t)
+        for xy in marks[t]:
+            click(viewer, xy)
+    assert len(points.data) == 36 and set(points.data[:, 0]) == {0, 4, 8}
+
+    train = _dock(viewer, "train")
+    train.features.value = "grey"
+    train.image.value, train.points.value = image, points
+    train.train_btn.native.click()
+    _wait(qtbot, train)
+    assert "3 frames" in train.status.value, train.status.value
+
+    fit = _dock(viewer, "fit")
+    fit.image.value = image
+    viewer.dims.set_current_step(0, 0)
+    fit.start.value = "learned prior"
+    fit.scope.value = "track from current frame"
+    fit.fit_btn.native.click()
+    _wait(qtbot, fit)
+    out = fit.output.value
+    tracked = landmarks_of(out, image).frames
+    assert sorted(tracked) == list(range(10)), fit.status.value
+    size = np.linalg.norm(marks[0] - marks[0].mean(0), axis=1).mean()
+    assert max(_error(tracked[t], marks[t]) for t in range(10)) < 0.1 * size
+
+    # Frame 6: drag landmark 2 onto its truth, re-fit from the layer's points around it.
+    viewer.dims.set_current_step(0, 6)
+    viewer.layers.selection.active = out
+    out.mode = "select"
+    drag(viewer, tracked[6][2], marks[6][2])
+    moved = landmarks_of(out, image).frames[6][2]
+    fit.start.value = "output layer's points"
+    fit.scope.value = "current frame"
+    fit.fit_btn.native.click()
+    _wait(qtbot, fit)
+    np.testing.assert_allclose(landmarks_of(out, image).frames[6][2], moved, atol=1e-9)
+
+    save = _dock(viewer, "save")
+    save.image.value, save.points.value = image, out
+    save.folder.value = tmp_path / "training"
+    save.frames.value = "every complete frame"
+    written = save.save()
+    _wait(qtbot, save)
+    assert len(written) == 20 and written[0].name == "wing_t0000.png"
+    data = load_dataset(tmp_path / "training")
+    assert len(data.annotated) == 10
+    np.testing.assert_array_equal(read_image(tmp_path / "training" / "wing_t0006.png"), stack[6])
+    exported = save.export()
+    assert [p.name for p in exported][:2] == ["wing_t0000.pts", "wing_t0001.pts"]
+    np.testing.assert_allclose(read(exported[6])[2], moved, atol=1e-4)
