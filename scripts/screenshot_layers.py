@@ -14,24 +14,20 @@ Without a display it re-runs itself under ``xvfb-run`` (rendering needs an X ser
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SIZE = (1366, 768)
+sys.path.insert(0, str(REPO / "scripts"))
+from _display import SIZE, rerun_under_xvfb  # noqa: E402
 
 
 def main(out=None):
     out = Path(out or REPO / "docs" / "layers.png")
-    if not os.environ.get("DISPLAY") and shutil.which("xvfb-run") and not os.environ.get("_GSM_XVFB"):
-        env = {**os.environ, "_GSM_XVFB": "1"}
-        cmd = ["xvfb-run", "-a", "-s", f"-screen 0 {SIZE[0]}x{SIZE[1]}x24", sys.executable,
-               __file__, str(out)]
-        return subprocess.call(cmd, env=env)
+    status = rerun_under_xvfb(__file__, out)
+    if status is not None:
+        return status
 
     import napari
     import numpy as np

@@ -19,7 +19,7 @@ from .colours import landmark_colours
 from .layer_data import frame_count, frames_to_layer, group_by_frame
 from .session import SESSION, describe_model
 
-__all__ = ["wrapped_label", "image_frames", "current_frame", "landmarks_of", "write_fits", "pair_for",
+__all__ = ["wrapped_label", "follow_points", "image_frames", "current_frame", "landmarks_of", "write_fits", "pair_for",
            "ModelPicker", "landmark_names", "FITTED_KEY", "moved_points", "model_lock"]
 
 #: Points layer metadata: the positions a fit gave, per frame (a person's moves differ).
@@ -170,6 +170,16 @@ def pair_for(viewer, layer):
         if Path(other.name).stem.startswith(stem) or stem.startswith(Path(other.name).stem):
             return other
     return others[0] if len(others) == 1 else None
+
+
+def follow_points(viewer, image_widget, points_widget):
+    """Keep an image chooser on the Image layer that goes with the chosen Points layer."""
+    def pair(points_layer):
+        image = pair_for(viewer, points_layer)
+        if image is not None and image in image_widget.choices:
+            image_widget.value = image
+
+    points_widget.changed.connect(pair)
 
 
 class ModelPicker(Container):

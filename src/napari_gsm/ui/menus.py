@@ -40,14 +40,19 @@ def _active(viewer, kind):
     return pair_for(viewer, layer) if layer is not None else None
 
 
-def train_from_layers(viewer: napari.Viewer):
-    """Dock *Train from layers* with the selected Points layer (and its image) chosen."""
-    widget = _dock(viewer, "train")
+def _dock_for_points(viewer, which):
+    """Dock ``which`` with the selected Points layer (and, by pairing, its image) chosen."""
+    widget = _dock(viewer, which)
     points = _active(viewer, Points)
     if points is not None:
         widget.points.reset_choices()
         widget.points.value = points
     return widget
+
+
+def train_from_layers(viewer: napari.Viewer):
+    """Dock *Train from layers* with the selected Points layer (and its image) chosen."""
+    return _dock_for_points(viewer, "train")
 
 
 def _fit(viewer, scope):
@@ -73,9 +78,4 @@ def track_image_layer(viewer: napari.Viewer):
 
 def save_to_training_set(viewer: napari.Viewer):
     """Dock *Save to training set* with the selected Points layer (and its image) chosen."""
-    widget = _dock(viewer, "save")
-    points = _active(viewer, Points)
-    if points is not None:
-        widget.points.reset_choices()
-        widget.points.value = points
-    return widget
+    return _dock_for_points(viewer, "save")

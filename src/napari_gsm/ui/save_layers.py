@@ -17,8 +17,8 @@ from ..io import add_to_dataset, write_pts
 from .context_menu import add_layer_context_items
 from .background import start_frames
 from .layer_data import frame_image
-from .layers_common import (ModelPicker, current_frame, image_frames, landmark_names,
-                            landmarks_of, model_lock, pair_for, wrapped_label)
+from .layers_common import (ModelPicker, current_frame, follow_points, image_frames,
+                            landmark_names, landmarks_of, model_lock, wrapped_label)
 from .session import SESSION
 
 __all__ = ["SaveLayersWidget", "frame_stem"]
@@ -52,14 +52,9 @@ class SaveLayersWidget(Container):
         super().__init__(widgets=[self.image, self.points, self.folder, self.frames,
                                   self.picker, self.save_btn, self.export_btn, self.status])
         self.worker = None
-        self.points.changed.connect(self._pair_image)
+        follow_points(self.viewer, self.image, self.points)
         self.save_btn.changed.connect(self.save)
         self.export_btn.changed.connect(self.export)
-
-    def _pair_image(self, points_layer):
-        image = pair_for(self.viewer, points_layer)
-        if image is not None and image in self.image.choices:
-            self.image.value = image
 
     def _layers(self):
         image_layer, points_layer = self.image.value, self.points.value

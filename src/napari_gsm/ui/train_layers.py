@@ -15,8 +15,8 @@ from ..model import TrainParams, train
 from .context_menu import add_layer_context_items
 from .background import ProgressRun
 from .layer_data import frame_image
-from .layers_common import (image_frames, landmark_names, landmarks_of, pair_for,
-                            wrapped_label)
+from .layers_common import (follow_points, image_frames, landmark_names, landmarks_of,
+                            pair_for, wrapped_label)
 from .session import SESSION
 
 __all__ = ["TrainLayersWidget", "training_samples"]
@@ -89,14 +89,9 @@ class TrainLayersWidget(Container):
                                             layout="horizontal", labels=False),
                                   self.progress, self.status])
         self.run = None
-        self.points.changed.connect(self._pair_image)
+        follow_points(self.viewer, self.image, self.points)
         self.train_btn.changed.connect(self.train)
         self.cancel_btn.changed.connect(self.cancel)
-
-    def _pair_image(self, points_layer):
-        image = pair_for(self.viewer, points_layer)
-        if image is not None and image in self.image.choices:
-            self.image.value = image
 
     def pairs(self):
         """The (image, points) layer pairs to train on."""
