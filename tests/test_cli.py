@@ -164,6 +164,40 @@ def test_fit_never_replaces_an_annotation_unless_asked(wings, tmp_path, capsys):
     assert len(list(proj.glob("*~"))) == 8
 
 
+def test_fit_resumes_and_refits_only_its_own_output(wings, tmp_path, capsys):
+    """fit's journal: a re-run skips what fit wrote with this model; after retraining it
+    fits again what fit wrote with the old model (no backup: its own output), but leaves
+    alone a fit a person has edited since; a journal line cut short is ignored."""
+    out = tmp_path / "out"
+    rc, _, _ = run(capsys, "fit", wings["model"], wings["test"], "-o", out)
+    assert rc == 0
+    first = {p.name: p.read_bytes() for p in out.glob("*.pts")}
+    assert len(first) == 2
+    rc, stdout, _ = run(capsys, "fit", wings["model"], wings["test"], "-o", out, "--json")
+    doc = json.loads(stdout)
+    assert doc["images"] == [] and {s["reason"] for s in doc["skipped"]} == {"done"}
+
+    edited, untouched = sorted(first)
+    text = (out / edited).read_text().replace("\n}", "\n}\n")  # a person saved it again
+    (out / edited).write_text(text)
+    with open(out / ".napari-gsm-fits.jsonl", "a") as f:
+        f.write('{"file": "' + untouched + '", "sha2')  # cut short by a crash
+    model2 = tmp_path / "model2.npz"
+    assert main(["train", str(wings["train"]), "--lam", "0.4", "-o", str(model2)]) == 0
+    capsys.readouterr()
+    rc, stdout, _ = run(capsys, "fit", model2, wings["test"], "-o", out, "--json")
+    doc = json.loads(stdout)
+    assert rc == 0 and [Path(r["output"]).name for r in doc["images"]] == [untouched]
+    assert doc["images"][0]["replaced"] and doc["images"][0]["backup"] is None
+    assert [(Path(s["file"]).name, s["reason"]) for s in doc["skipped"]] == [
+        (edited, "output exists")]
+    assert (out / edited).read_text() == text
+    assert (out / untouched).read_bytes() != first[untouched]  # model2's fit
+    assert not list(out.glob("*~"))
+    rc, stdout, _ = run(capsys, "fit", model2, wings["test"], "-o", out, "--json")
+    assert {s["reason"] for s in json.loads(stdout)["skipped"]} == {"done", "output exists"}
+
+
 def test_gsm_cr_train_fit_evaluate(wings, tmp_path, capsys):
     """GSM-CR through the CLI: the file holds the cascade, fit and evaluate use it."""
     model = tmp_path / "cr.npz"

@@ -11,7 +11,6 @@ import uuid
 from contextlib import contextmanager
 from concurrent.futures import CancelledError
 
-import dask
 from distributed import WorkerPlugin, as_completed, get_worker
 from distributed.scheduler import KilledWorker
 
@@ -113,10 +112,9 @@ def stream(client, func, jobs, *, names):
             if future.status == "error":
                 exc = result[1]
                 if isinstance(exc, KilledWorker):
-                    tries = dask.config.get("distributed.scheduler.allowed-failures") + 1
                     raise ClusterError(f"{names[i]}: the worker died each time it ran this "
-                                       f"({tries} workers); it may need more memory than a "
-                                       "worker has") from None
+                                       f"({exc.allowed_failures + 1} workers); it may need "
+                                       "more memory than a worker has") from None
                 raise exc.with_traceback(result[2])
             if isinstance(result, CancelledError) or future.status == "cancelled":
                 raise ClusterError(f"{names[i]}: the cluster dropped this task (was the "

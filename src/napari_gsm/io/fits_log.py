@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from .atomic import atomic_write_text
@@ -81,10 +82,16 @@ class FitsLog:
         sha = sha256_hex(data)
         if self._file is None:
             self._compact()
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._file = open(self.path, "a+b")
+            self._file.seek(0, os.SEEK_END)
+            if self._file.tell():  # a line cut short by a crash must not swallow this one
+                self._file.seek(-1, os.SEEK_END)
+                if self._file.read(1) != b"\n":
+                    self._file.write(b"\n")
         # One short line per write() of an O_APPEND file: two fits writing into one
         # folder interleave whole lines.
-        self._file.write(json.dumps({"file": path.name, "sha256": sha, "model": model}) + "\n")
+        line = json.dumps({"file": path.name, "sha256": sha, "model": model}) + "\n"
+        self._file.write(line.encode("utf-8"))
         self._file.flush()
         self._entries[path.name] = (sha, model)
         self._n_lines += 1
