@@ -129,7 +129,7 @@ def cmd_fit(args):
                     [p.stem for p, _ in todo], args.box_kind)
     if todo:
         output_folder(out_dir)
-    records, failed = {}, []
+    records, failed, first = {}, [], None
     t0 = time.perf_counter()
     with connect(*((args.workers, args.scheduler) if todo else (None, None))) as client, \
             Progress("fit") as progress, log:
@@ -137,6 +137,8 @@ def cmd_fit(args):
         for n, done in enumerate(fit_paths(model_file, [p for p, _ in todo],
                                            [starts.start(p.stem) for p, _ in todo],
                                            client=client), 1):
+            if n == 1:
+                first = time.perf_counter() - t0
             image, own_sha = todo[done.index]
             if done.error is not None:
                 failed.append({"image": str(image), "error": done.error})
@@ -151,13 +153,13 @@ def cmd_fit(args):
             progress(n, len(todo), "fitting")
     records = [records[i] for i in sorted(records)]
     _report(args, images, records, skipped, failed, model_file, cluster,
-            time.perf_counter() - t0)
+            time.perf_counter() - t0, first)
     if failed:
         raise failures_error(failed, args.scheduler)
     return 0
 
 
-def _report(args, images, records, skipped, failed, model_file, cluster, seconds):
+def _report(args, images, records, skipped, failed, model_file, cluster, seconds, first):
     ms = np.array([r["fit_ms"] for r in records], float)
     backups = [r for r in records if r["backup"] is not None]
     refitted = [r for r in records if r["replaced"] and r["backup"] is None]
@@ -168,7 +170,8 @@ def _report(args, images, records, skipped, failed, model_file, cluster, seconds
               "fit_ms_mean": float(ms.mean()) if ms.size else None,
               "fit_ms_total": float(ms.sum()),
               "inits": dict(Counter(r["init"] for r in records)),
-              "wall_seconds": round(seconds, 3)}
+              "wall_seconds": round(seconds, 3),
+              "seconds_to_first_image": None if first is None else round(first, 3)}
     if args.json:
         print_json({"model": str(args.model), "method": model_file.model.method,
                     "model_sha256": model_file.digest, "cluster": cluster,
