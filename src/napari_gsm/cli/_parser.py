@@ -92,7 +92,8 @@ def build_parser():
     f.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     f.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     f.add_argument("--unannotated", action="store_true",
-                   help="fit only images without a same-stem .pts beside them")
+                   help="fit only images without an annotation beside them (a same-stem "
+                   ".pts that fit did not write)")
     f.add_argument("--overwrite", action="store_true",
                    help="fit every image again: replace existing OUT_DIR/<stem>.pts files "
                    "(each one fit did not write is kept as <stem>.pts.~N~)")

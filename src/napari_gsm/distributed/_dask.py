@@ -85,15 +85,18 @@ def stream(client, func, jobs, *, names):
     """Run ``func(*job)`` for every job on the cluster; yield the results as they finish.
 
     At most :data:`TASKS_PER_THREAD` tasks per worker thread are in flight; each result
-    lets the next job in. A task whose worker died is run again by Dask elsewhere; one on
-    which ``distributed.scheduler.allowed-failures`` + 1 workers died raises
-    :class:`ClusterError` naming ``names[i]``. Leaving early cancels what is in flight.
+    lets the next job in. A task whose worker died is run again by Dask elsewhere. Dask
+    gives up on a task once ``distributed.scheduler.allowed-failures`` + 1 workers died
+    while it was on them, which can also catch a task that only shared those workers with
+    the culprit: the other jobs still run, and :class:`ClusterError` naming those tasks
+    (``names[i]``) is raised at the end. Leaving early cancels what is in flight.
     """
     jobs = iter(enumerate(jobs))
     batch = uuid.uuid4().hex[:8]
     pending = {}  # future -> job index
     ac = as_completed(loop=client.loop, with_results=True, raise_errors=False)
     window, resized = _window(client), time.monotonic()
+    killed, tries = [], None
 
     def submit_next():
         try:
@@ -109,13 +112,9 @@ def stream(client, func, jobs, *, names):
             submit_next()
         for future, result in ac:
             i = pending.pop(future)
-            if future.status == "error":
-                exc = result[1]
-                if isinstance(exc, KilledWorker):
-                    raise ClusterError(f"{names[i]}: the worker died each time it ran this "
-                                       f"({exc.allowed_failures + 1} workers); it may need "
-                                       "more memory than a worker has") from None
-                raise exc.with_traceback(result[2])
+            killed_here = future.status == "error" and isinstance(result[1], KilledWorker)
+            if future.status == "error" and not killed_here:
+                raise result[1].with_traceback(result[2])
             if isinstance(result, CancelledError) or future.status == "cancelled":
                 raise ClusterError(f"{names[i]}: the cluster dropped this task (was the "
                                    "scheduler stopped or restarted?)") from None
@@ -124,7 +123,17 @@ def stream(client, func, jobs, *, names):
                 window, resized = _window(client), time.monotonic()
             while len(pending) < window and _more(submit_next, pending):
                 pass
+            if killed_here:
+                killed.append(names[i])
+                tries = result[1].allowed_failures + 1
+                continue
             yield result
+        if killed:
+            raise ClusterError(
+                f"{', '.join(killed[:3])}{' and others' if len(killed) > 3 else ''}: "
+                f"{tries} workers died while running {'this' if len(killed) == 1 else 'these'}"
+                f" ({len(killed)} in all; the other images were done); one of them may need "
+                "more memory than a worker has")
     finally:
         if pending:
             try:
