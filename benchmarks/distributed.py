@@ -148,7 +148,7 @@ def main(argv=None):
         for rep in range(args.repeat):
             for label, model in paths.items():
                 for mode, extra in modes.items():
-                    out = Path(tmp) / f"out-{rep}-{len(rows)}-{mode.replace(' ', '')}"
+                    out = Path(tmp) / f"out-{rep}-{label}-{mode}".replace(" ", "_")
                     run_env = env
                     if isinstance(extra, tuple):  # the baseline revision's code
                         run_env = dict(env, PYTHONPATH=str(extra[1]))
