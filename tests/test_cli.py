@@ -133,31 +133,69 @@ def test_fit_never_replaces_an_annotation_unless_asked(wings, tmp_path, capsys):
     assert "skipped 8 image(s)" in stdout and "--overwrite" in stdout
     assert f"{proj / sorted(annotated)[0]} exists" in stdout  # listed, with the reason
 
-    # a re-run skips everything, with the reason per image in the JSON
+    # a re-run skips everything, with the reason per image in the JSON: the annotations
+    # exist, the two fits are done (fit wrote them with this model)
     rc, stdout, _ = run(capsys, "fit", wings["model"], proj, "-o", proj, "--json")
     doc = json.loads(stdout)
     assert rc == 0 and doc["images"] == [] and doc["totals"]["n_skipped"] == 10
-    assert {Path(r["file"]).name for r in doc["skipped"]} == set(annotated) | {
-        f"{s}.pts" for s in wings["test_stems"]}
-    assert {r["reason"] for r in doc["skipped"]} == {"output exists"}
+    reasons = {Path(r["file"]).name: r["reason"] for r in doc["skipped"]}
+    assert reasons == {**{n: "output exists" for n in annotated},
+                       **{f"{s}.pts": "done" for s in wings["test_stems"]}}
 
-    # --unannotated: only images without a same-stem .pts beside them
+    # --unannotated: only images without an annotation beside them (fit's own output
+    # beside an image is no annotation)
     (proj / f"{wings['test_stems'][0]}.pts").unlink()
     out = tmp_path / "fits"
     rc, stdout, _ = run(capsys, "fit", wings["model"], proj, "-o", out, "--unannotated",
                         "--json")
     doc = json.loads(stdout)
-    assert [Path(r["image"]).stem for r in doc["images"]] == [wings["test_stems"][0]]
-    assert sorted(p.name for p in out.iterdir()) == [f"{wings['test_stems'][0]}.pts"]
-    assert doc["totals"]["n_skipped"] == 9
+    assert [Path(r["image"]).stem for r in doc["images"]] == wings["test_stems"]
+    assert sorted(p.name for p in out.glob("*.pts")) == [f"{s}.pts" for s in wings["test_stems"]]
+    assert doc["totals"]["n_skipped"] == 8
     assert {r["reason"] for r in doc["skipped"]} == {"annotated"}
 
-    # --overwrite replaces, keeping every previous file as a numbered backup
+    # --overwrite replaces, keeping every file fit did not write as a numbered backup
     rc, stdout, _ = run(capsys, "fit", wings["model"], proj, "-o", proj, "--overwrite")
-    assert rc == 0 and "replaced 9 existing .pts file(s)" in stdout and ".pts.~1~" in stdout
+    assert rc == 0 and "replaced 8 existing .pts file(s)" in stdout and ".pts.~1~" in stdout
+    assert "re-fitted 1 image(s)" in stdout
     for name, old in annotated.items():
         assert (proj / f"{name}.~1~").read_bytes() == old
         assert (proj / name).read_bytes() != old
+    assert len(list(proj.glob("*~"))) == 8
+
+
+def test_fit_resumes_and_refits_only_its_own_output(wings, tmp_path, capsys):
+    """fit's journal: a re-run skips what fit wrote with this model; after retraining it
+    fits again what fit wrote with the old model (no backup: its own output), but leaves
+    alone a fit a person has edited since; a journal line cut short is ignored."""
+    out = tmp_path / "out"
+    rc, _, _ = run(capsys, "fit", wings["model"], wings["test"], "-o", out)
+    assert rc == 0
+    first = {p.name: p.read_bytes() for p in out.glob("*.pts")}
+    assert len(first) == 2
+    rc, stdout, _ = run(capsys, "fit", wings["model"], wings["test"], "-o", out, "--json")
+    doc = json.loads(stdout)
+    assert doc["images"] == [] and {s["reason"] for s in doc["skipped"]} == {"done"}
+
+    edited, untouched = sorted(first)
+    text = (out / edited).read_text().replace("\n}", "\n}\n")  # a person saved it again
+    (out / edited).write_text(text)
+    with open(out / ".napari-gsm-fits.jsonl", "a") as f:
+        f.write('{"file": "' + untouched + '", "sha2')  # cut short by a crash
+    model2 = tmp_path / "model2.npz"
+    assert main(["train", str(wings["train"]), "--lam", "0.4", "-o", str(model2)]) == 0
+    capsys.readouterr()
+    rc, stdout, _ = run(capsys, "fit", model2, wings["test"], "-o", out, "--json")
+    doc = json.loads(stdout)
+    assert rc == 0 and [Path(r["output"]).name for r in doc["images"]] == [untouched]
+    assert doc["images"][0]["replaced"] and doc["images"][0]["backup"] is None
+    assert [(Path(s["file"]).name, s["reason"]) for s in doc["skipped"]] == [
+        (edited, "output exists")]
+    assert (out / edited).read_text() == text
+    assert (out / untouched).read_bytes() != first[untouched]  # model2's fit
+    assert not list(out.glob("*~"))
+    rc, stdout, _ = run(capsys, "fit", model2, wings["test"], "-o", out, "--json")
+    assert {s["reason"] for s in json.loads(stdout)["skipped"]} == {"done", "output exists"}
 
 
 def test_gsm_cr_train_fit_evaluate(wings, tmp_path, capsys):

@@ -1,36 +1,16 @@
-"""The ``train``, ``fit`` and ``evaluate`` commands."""
+"""The ``train`` and ``evaluate`` commands (``fit`` is in :mod:`._fit`)."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ._inputs import Starts, annotations_beside, expand_images, read_boxes
-from ._output import CLIError, percent, print_json, warn
+from ._fit import failures_error, fit_record
+from ._inputs import Starts, read_boxes
+from ._output import CLIError, output_folder, percent, print_json, warn
 from ._progress import Progress
-
-#: Why ``fit`` leaves an image alone (the ``reason`` of a skipped image in the JSON).
-OUTPUT_EXISTS, ANNOTATED = "output exists", "annotated"
-
-
-def _load_model(path):
-    from ..model import load_model
-
-    return load_model(path)
-
-
-def _record(result, label, image_path, output=None):
-    rec = {"image": str(image_path), "output": None if output is None else str(output),
-           "init": label, "fit_ms": round(float(result.fit_ms), 3),
-           "n_iter": int(result.n_iter), "converged": bool(result.converged)}
-    extra = result.to_json()
-    extra.pop("points", None)
-    for k, v in extra.items():
-        rec.setdefault(k, v)
-    return rec
 
 
 def _load_dataset(folder, **kw):
@@ -40,15 +20,6 @@ def _load_dataset(folder, **kw):
         raise CLIError(f"{folder}: " + ("not a folder" if Path(folder).exists()
                                          else "no such folder"))
     return load_dataset(folder, **kw)
-
-
-def _output_folder(path):
-    """``path`` made a folder (with its parents) for the outputs."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"{path}: exists and is not a folder")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # -- train -----------------------------------------------------------------------------
@@ -123,7 +94,7 @@ def cmd_train(args):
             raise CLIError(str(exc)) from exc
     seconds = time.perf_counter() - t0
     out = Path(args.output)
-    _output_folder(out.parent)
+    output_folder(out.parent)
     model.save(out)
     n_images = sum(len(d.annotated) for d in datasets)
     summary = {"model": str(out), "method": args.method, "images": n_images,
@@ -143,118 +114,15 @@ def cmd_train(args):
     return 0
 
 
-# -- fit -------------------------------------------------------------------------------
-
-def plan_fit(images, out_dir, *, unannotated=False, overwrite=False):
-    """Which images to fit, and which to leave alone and why.
-
-    An image is skipped when ``unannotated`` and it has a same-stem ``.pts`` beside it
-    (:data:`ANNOTATED`), or when its output ``out_dir/<stem>.pts`` exists and not
-    ``overwrite`` (:data:`OUTPUT_EXISTS`; a re-run continues where the last one stopped).
-
-    Returns
-    -------
-    todo : list of pathlib.Path
-    skipped : list of dict
-        ``image``, ``reason`` and ``file`` (the existing ``.pts`` that is the reason).
-    """
-    beside = annotations_beside(images) if unannotated else {}
-    todo, skipped = [], []
-    for path in images:
-        out = out_dir / f"{path.stem}.pts"
-        if path in beside:
-            skipped.append({"image": str(path), "reason": ANNOTATED, "file": str(beside[path])})
-        elif out.exists() and not overwrite:
-            skipped.append({"image": str(path), "reason": OUTPUT_EXISTS, "file": str(out)})
-        else:
-            todo.append(path)
-    return todo, skipped
-
-
-def cmd_fit(args):
-    from ..io import read_image, write_pts
-    from ..io.atomic import next_backup_path
-
-    images = expand_images(args.inputs)
-    out_dir = Path(args.output)
-    todo, skipped = plan_fit(images, out_dir, unannotated=args.unannotated,
-                             overwrite=args.overwrite)
-    model = _load_model(args.model)
-    starts = Starts(model, args.model, args.init, args.boxes, [p.stem for p in todo],
-                    args.box_kind)
-    _output_folder(out_dir)
-    records = []
-    t0 = time.perf_counter()
-    with Progress("fit") as progress:
-        for path in todo:
-            result, label = starts.fit(read_image(path), path.stem)
-            out = out_dir / f"{path.stem}.pts"
-            # write_pts keeps the file it replaces under this name
-            backup = next_backup_path(out) if out.exists() else None
-            write_pts(out, result.points)
-            records.append({**_record(result, label, path, out),
-                            "replaced": backup is not None,
-                            "backup": None if backup is None else str(backup)})
-            progress(len(records), len(todo), "fitting")
-    ms = np.array([r["fit_ms"] for r in records], float)
-    replaced = [r for r in records if r["replaced"]]
-    totals = {"n_images": len(records), "n_skipped": len(skipped), "n_replaced": len(replaced),
-              "n_converged": int(sum(r["converged"] for r in records)),
-              "fit_ms_median": float(np.median(ms)) if ms.size else None,
-              "fit_ms_mean": float(ms.mean()) if ms.size else None,
-              "fit_ms_total": float(ms.sum()),
-              "inits": dict(Counter(r["init"] for r in records)),
-              "wall_seconds": round(time.perf_counter() - t0, 3)}
-    if args.json:
-        print_json({"model": str(args.model), "method": model.method, "images": records,
-                    "skipped": skipped, "totals": totals})
-        return 0
-    _print_fit_table(images, records, skipped)
-    median = "" if not records else f" (median fit {totals['fit_ms_median']:.1f} ms)"
-    print(f"wrote {len(records)} .pts file(s) to {out_dir}{median}")
-    if replaced:
-        print(f"replaced {len(replaced)} existing .pts file(s); each previous version is kept "
-              f"beside it as <stem>.pts.~N~ (e.g. {replaced[0]['backup']})")
-    if skipped:
-        print(_skipped_summary(skipped, out_dir))
-    return 0
-
-
-def _print_fit_table(images, records, skipped):
-    rows = {Path(r["image"]): r for r in records}
-    why = {Path(s["image"]): s for s in skipped}
-    width = max(len(p.stem) for p in images)
-    print(f"{'image':<{width}}  {'init':<21} {'fit ms':>8} {'iter':>5}  converged")
-    for p in images:
-        if p in why:
-            s = why[p]
-            text = (f"{s['file']} exists" if s["reason"] == OUTPUT_EXISTS
-                    else f"annotated ({s['file']})")
-            print(f"{p.stem:<{width}}  skipped: {text}")
-            continue
-        r = rows[p]
-        print(f"{p.stem:<{width}}  {r['init']:<21} {r['fit_ms']:8.1f} {r['n_iter']:5d}  "
-              f"{'yes' if r['converged'] else 'no'}")
-
-
-def _skipped_summary(skipped, out_dir):
-    exists = sum(s["reason"] == OUTPUT_EXISTS for s in skipped)
-    parts = []
-    if exists:
-        parts.append(f"{exists} whose .pts already exists in {out_dir} "
-                     "(--overwrite replaces them, keeping backups)")
-    if len(skipped) > exists:
-        parts.append(f"{len(skipped) - exists} annotated (a same-stem .pts beside the image)")
-    return f"skipped {len(skipped)} image(s): " + "; ".join(parts)
-
-
 # -- evaluate --------------------------------------------------------------------------
 
 def cmd_evaluate(args):
+    from ..distributed import ModelFile, connect, describe, fit_paths
     from ..evaluate import nme, normaliser, summarise
     from ..io import write_pts
 
-    model = _load_model(args.model)
+    model_file = ModelFile(args.model)
+    model = model_file.model
     ds = _load_dataset(args.data)
     items = ds.annotated
     if not items:
@@ -275,20 +143,28 @@ def cmd_evaluate(args):
         if out_dir.resolve() == Path(args.data).resolve():
             raise CLIError(f"{out_dir}: -o is the data folder; the fits would replace its "
                            "annotations")
-        _output_folder(out_dir)
-    records, errors = [], []
+        output_folder(out_dir)
+    records, errors, failed = {}, {}, []
     t0 = time.perf_counter()
-    with Progress("evaluate") as progress:
-        for it in items:
-            result, label = starts.fit(it.load_image(), it.stem)
-            out = None
-            if out_dir is not None:
-                out = write_pts(out_dir / f"{it.stem}.pts", result.points)
-            err = nme(result.points, it.points, args.norm)
-            errors.append(err)
-            records.append({**_record(result, label, it.image_path, out),
-                            "nme_pct": percent(err)})
-            progress(len(records), len(items), "fitting")
+    with connect(args.workers, args.scheduler) as client, Progress("evaluate") as progress:
+        cluster = describe(client)
+        for n, done in enumerate(fit_paths(model_file, [it.image_path for it in items],
+                                           [starts.start(it.stem) for it in items],
+                                           client=client), 1):
+            it = items[done.index]
+            if done.error is not None:
+                failed.append({"image": str(it.image_path), "error": done.error})
+            else:
+                points = done.result.points
+                out = None if out_dir is None else write_pts(out_dir / f"{it.stem}.pts", points)
+                errors[done.index] = err = nme(points, it.points, args.norm)
+                records[done.index] = {**fit_record(done, it.image_path, out),
+                                       "nme_pct": percent(err)}
+            progress(n, len(items), "fitting")
+    if not records:
+        raise failures_error(failed, args.scheduler)
+    order = sorted(records)
+    records, errors = [records[i] for i in order], [errors[i] for i in order]
     seconds = time.perf_counter() - t0
     # evaluate's functions work in fractions of the normaliser; people read percent
     s = summarise(errors, args.max_error / 100.0)
@@ -300,16 +176,24 @@ def cmd_evaluate(args):
            "median_nme_pct": percent(s["median"]), "auc_pct": percent(s["auc"]),
            "failure_rate_pct": percent(s["failure_rate"]),
            "median_fit_ms": float(np.median([r["fit_ms"] for r in records])),
-           "wall_seconds": round(seconds, 3), "images": records}
+           "wall_seconds": round(seconds, 3), "cluster": cluster, "images": records,
+           "failed": failed}
     if args.json:
         print_json(doc)
-        return 0
-    cut = f"{args.max_error:g} %"
-    print(f"{model.method} on {s['n']} images of {args.data} (normaliser: {resolved})")
+    else:
+        _print_evaluation(doc)
+    if failed:
+        raise failures_error(failed, args.scheduler)
+    return 0
+
+
+def _print_evaluation(doc):
+    cut = f"{doc['max_error_pct']:g} %"
+    print(f"{doc['method']} on {doc['n_images']} images of {doc['data']} (normaliser: "
+          f"{doc['norm_used']})")
     print(f"  mean NME        {doc['mean_nme_pct']:.3f} %")
     print(f"  median NME      {doc['median_nme_pct']:.3f} %")
     print(f"  AUC@{cut:<11} {doc['auc_pct']:.1f} %")
     print(f"  failures@{cut:<6} {doc['failure_rate_pct']:.1f} %")
     print(f"  median fit      {doc['median_fit_ms']:.1f} ms")
-    return 0
 

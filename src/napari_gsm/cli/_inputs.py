@@ -106,6 +106,17 @@ def norm_arg(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def positive_int(text):
+    """argparse type for a whole number > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def positive_float(text):
     """argparse type for a number > 0."""
     try:
@@ -172,24 +183,13 @@ class Starts:
                 raise CLIError(f"{path}: needs at least two placed points to start from")
             self.points[stem] = pts
 
+    def start(self, stem):
+        """The :class:`~napari_gsm.distributed.Start` of the image ``stem``: its points
+        file, else its box, else ``--init``."""
+        from ..distributed import Start
+
+        return Start(self.init, self.boxes.get(stem), self.points.get(stem), self.box_kind)
+
     def fit(self, image, stem):
         """Fit one image; returns ``(FitResult, start label)``."""
-        model = self.model
-        if stem in self.points:
-            return model.fit(image, "points", points=self.points[stem]), "points"
-        if stem in self.boxes:
-            # A user box overrides the detector and the prior for this image.
-            res = model.fit(image, "box", box=self.boxes[stem], box_kind=self.box_kind)
-            return res, res.init
-        if self.init == "detect":
-            try:
-                return model.fit(image, "detect"), "detect"
-            except LookupError:
-                return model.fit(image, "prior"), "prior (no face found)"
-        if self.init == "auto":
-            res = model.fit(image, "auto")
-            if res.init == "prior" and model.starts.face_source == "viola-jones":
-                # auto with a face model only falls back to the prior when no face is found
-                return res, "prior (no face found)"
-            return res, res.init
-        return model.fit(image, self.init), self.init
+        return self.start(stem).fit(self.model, image)

@@ -1,4 +1,5 @@
-"""What every command shares on the way out: the user-error type and the JSON printer."""
+"""What every command shares on the way out: the user-error type, output folders, the JSON
+printer."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ PROG = "napari-gsm"
 class CLIError(Exception):
     """A user-caused problem, reported as one line ``napari-gsm: error: ...`` and exit
     status 2; the message names the file (or option) and what is wrong."""
+
+
+def output_folder(path):
+    """``path`` made a folder (with its parents) for the outputs."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{path}: exists and is not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def warn(message):

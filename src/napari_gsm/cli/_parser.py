@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._commands import cmd_evaluate, cmd_fit, cmd_train
+from ._commands import cmd_evaluate, cmd_train
 from ._demo import cmd_demo
-from ._inputs import init_arg, norm_arg, positive_float
+from ._fit import cmd_fit
+from ._inputs import init_arg, norm_arg, positive_float, positive_int
 from ._output import PROG, CLIError
 
 
@@ -27,6 +28,18 @@ def _start_options(parser):
                         help="what the --boxes are: a face detector's boxes (placed as the "
                         "model learned with --face-detector or --boxes; the default for such "
                         "models) or the landmarks' bounding boxes (the default otherwise)")
+
+
+def _cluster_options(parser):
+    """--workers and --scheduler: where the images are fitted (default: this process)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=positive_int, metavar="N",
+                       help="fit on N worker processes on this computer (Dask; one core "
+                       "each); default: in this process, one image after the other")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="fit on the workers of the Dask scheduler at ADDRESS "
+                       "(tcp://host:8786); they need the same napari-gsm and must see the "
+                       "images at the same paths")
 
 
 def build_parser():
@@ -71,17 +84,21 @@ def build_parser():
 
     f = sub.add_parser("fit", help="place landmarks on images",
                        description="Fit a model to images; writes OUT_DIR/<stem>.pts. An "
-                       "image whose OUT_DIR/<stem>.pts exists is skipped (so a re-run "
-                       "continues where the last one stopped) unless --overwrite.")
+                       "image whose OUT_DIR/<stem>.pts fit already wrote with this model is "
+                       "skipped (a re-run continues where the last one stopped), one fit "
+                       "wrote with another model is fitted again, and any other existing "
+                       ".pts (an annotation) is left alone unless --overwrite.")
     f.add_argument("model", metavar="MODEL")
     f.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     f.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     f.add_argument("--unannotated", action="store_true",
-                   help="fit only images without a same-stem .pts beside them")
+                   help="fit only images without an annotation beside them (a same-stem "
+                   ".pts that fit did not write)")
     f.add_argument("--overwrite", action="store_true",
-                   help="replace existing OUT_DIR/<stem>.pts files (each previous file is "
-                   "kept as <stem>.pts.~N~) instead of skipping those images")
+                   help="fit every image again: replace existing OUT_DIR/<stem>.pts files "
+                   "(each one fit did not write is kept as <stem>.pts.~N~)")
     _start_options(f)
+    _cluster_options(f)
     f.add_argument("--json", action="store_true",
                    help="print one JSON document on stdout (fitted and skipped images)")
     f.set_defaults(func=cmd_fit)
@@ -99,6 +116,7 @@ def build_parser():
     e.add_argument("--max-error", type=positive_float, default=8.0, metavar="PCT",
                    help="AUC and failure cut-off: NME in percent (default 8)")
     e.add_argument("-o", "--output", metavar="OUT_DIR", help="also write the fitted .pts")
+    _cluster_options(e)
     e.add_argument("--json", action="store_true",
                    help="print one JSON document on stdout (errors in percent, keys *_pct)")
     e.set_defaults(func=cmd_evaluate)
@@ -115,12 +133,13 @@ def build_parser():
 
 def main(argv=None):
     """Run the command line; returns the exit status (0 ok, 2 user error)."""
+    from ..distributed import ClusterError
     from ..io import LandmarkFileError, ModelFileError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, LandmarkFileError, ModelFileError) as exc:
+    except (CLIError, LandmarkFileError, ModelFileError, ClusterError) as exc:
         # LandmarkFileError covers ImageFileError; all name their file.
         message = str(exc)
     except OSError as exc:  # missing folder, unwritable output, ...

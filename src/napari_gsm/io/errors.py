@@ -57,7 +57,8 @@ class ModelFileError(ValueError):
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, os.PathLike or file object
+        A file object (a model read into memory) is named by its ``name`` attribute.
     reason : str
 
     Attributes
@@ -67,8 +68,11 @@ class ModelFileError(ValueError):
     """
 
     def __init__(self, path, reason: str):
+        if not isinstance(path, (str, os.PathLike)):
+            path = getattr(path, "name", path)
+        path = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
         super().__init__(path, reason)
-        self.path = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+        self.path = path
         self.reason = str(reason)
 
     def __str__(self) -> str:

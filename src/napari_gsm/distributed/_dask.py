@@ -1,0 +1,162 @@
+"""The parts that need Dask: the model on the workers, and a stream of tasks over a cluster.
+
+Imported only when a client is used, so ``import napari_gsm`` and in-process jobs never
+load Dask.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import contextmanager
+from concurrent.futures import CancelledError
+
+from distributed import WorkerPlugin, as_completed, get_worker
+from distributed.scheduler import KilledWorker
+
+from ._client import ClusterError, _reason
+from ._fit import fit_file
+from ._model import model_bytes
+
+__all__ = ["ModelPlugin", "model_on_workers", "stream", "fit_on_cluster"]
+
+#: Tasks kept in flight per worker thread: one running, the next ones already on the
+#: worker (no idle gap while a result travels back), and few enough that the scheduler
+#: never holds a whole 100,000-image batch.
+TASKS_PER_THREAD = 3
+#: How often (seconds) the window follows workers that join or leave.
+RESIZE_EVERY = 5.0
+
+
+class ModelPlugin(WorkerPlugin):
+    """A model file's bytes, loaded into a model once on every worker of the cluster.
+
+    A worker plugin rather than scattered data: the scheduler hands it to every worker
+    that joins later, so a worker restarted after a crash has the model again, whatever
+    happened to the others. The bytes are read like any model file (no pickle); on the
+    worker, OpenCV runs on one thread, since the worker's threads are the parallelism.
+    """
+
+    def __init__(self, data, name):
+        self.data, self.name = data, str(name)
+        self.model = None
+
+    def setup(self, worker):
+        import cv2
+
+        from ..model import load_model
+
+        cv2.setNumThreads(1)
+        self.model = load_model(model_bytes(self.data, self.name))
+
+    def teardown(self, worker):
+        self.model = None
+
+
+@contextmanager
+def model_on_workers(client, model_file):
+    """Register ``model_file`` on the cluster's workers; yields the plugin name tasks pass to
+    :func:`worker_model`. Unregistered on exit."""
+    name = f"napari-gsm-model-{model_file.digest[:16]}-{uuid.uuid4().hex[:8]}"
+    try:
+        client.register_plugin(ModelPlugin(model_file.data, model_file.path), name=name)
+    except Exception as exc:  # whatever a worker raised while loading it
+        raise ClusterError(f"{model_file.path}: the workers cannot load this model "
+                           f"({_reason(exc)}); do they run this napari-gsm?") from None
+    try:
+        yield name
+    finally:
+        try:
+            client.unregister_worker_plugin(name)
+        except Exception:  # the cluster is gone already: nothing left to clean up
+            pass
+
+
+def worker_model(name):
+    """The model registered as ``name`` on the worker this task runs on."""
+    return get_worker().plugins[name].model
+
+
+def _fit_task(name, path, start, index):
+    return fit_file(worker_model(name), path, start, index)
+
+
+def stream(client, func, jobs, *, names):
+    """Run ``func(*job)`` for every job on the cluster; yield the results as they finish.
+
+    At most :data:`TASKS_PER_THREAD` tasks per worker thread are in flight; each result
+    lets the next job in. A task whose worker died is run again by Dask elsewhere. Dask
+    gives up on a task once ``distributed.scheduler.allowed-failures`` + 1 workers died
+    while it was on them, which can also catch a task that only shared those workers with
+    the culprit: the other jobs still run, and :class:`ClusterError` naming those tasks
+    (``names[i]``) is raised at the end. Leaving early cancels what is in flight.
+    """
+    jobs = iter(enumerate(jobs))
+    batch = uuid.uuid4().hex[:8]
+    pending = {}  # future -> job index
+    ac = as_completed(loop=client.loop, with_results=True, raise_errors=False)
+    window, resized = _window(client), time.monotonic()
+    killed, tries = [], None
+
+    def submit_next():
+        try:
+            i, job = next(jobs)
+        except StopIteration:
+            return
+        future = client.submit(func, *job, key=f"napari-gsm-{batch}-{i}", pure=False)
+        pending[future] = i
+        ac.add(future)
+
+    try:
+        for _ in range(window):
+            submit_next()
+        for future, result in ac:
+            i = pending.pop(future)
+            killed_here = future.status == "error" and isinstance(result[1], KilledWorker)
+            if future.status == "error" and not killed_here:
+                raise result[1].with_traceback(result[2])
+            if isinstance(result, CancelledError) or future.status == "cancelled":
+                raise ClusterError(f"{names[i]}: the cluster dropped this task (was the "
+                                   "scheduler stopped or restarted?)") from None
+            future.release()
+            if time.monotonic() - resized > RESIZE_EVERY:
+                window, resized = _window(client), time.monotonic()
+            while len(pending) < window and _more(submit_next, pending):
+                pass
+            if killed_here:
+                killed.append(names[i])
+                tries = result[1].allowed_failures + 1
+                continue
+            yield result
+        if killed:
+            raise ClusterError(
+                f"{', '.join(killed[:3])}{' and others' if len(killed) > 3 else ''}: "
+                f"{tries} workers died while running {'this' if len(killed) == 1 else 'these'}"
+                f" ({len(killed)} in all; the other images were done); one of them may need "
+                "more memory than a worker has")
+    finally:
+        if pending:
+            try:
+                client.cancel(list(pending))
+            except Exception:  # the client or the cluster is already gone
+                pass
+
+
+def _more(submit_next, pending):
+    """Submit one more job; False when there was none left."""
+    n = len(pending)
+    submit_next()
+    return len(pending) > n
+
+
+def _window(client):
+    threads = sum(client.nthreads().values())
+    return max(TASKS_PER_THREAD * threads, TASKS_PER_THREAD)
+
+
+def fit_on_cluster(client, model_file, paths, starts):
+    """:func:`~napari_gsm.distributed.fit_paths` on a cluster."""
+    with model_on_workers(client, model_file) as name:
+        yield from stream(client, _fit_task,
+                          [(name, p, s, i) for i, (p, s) in enumerate(zip(paths, starts))],
+                          names=[str(p) for p in paths])
