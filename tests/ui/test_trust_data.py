@@ -13,7 +13,7 @@ import numpy as np
 from conftest import hold_out
 from gui import click, click_list_row, drag, key, wait_idle
 
-from napari_gsm.io import read_pts, to_grey
+from napari_gsm.io import read_image, read_pts, to_grey
 
 CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception)\b")
 
@@ -162,3 +162,29 @@ def test_rgba_images_are_shown_as_the_model_sees_them(open_annotator, wings_copy
     assert shown.shape == rgb.shape  # no alpha left for napari to blend
     assert not shown[:, : rgb.shape[1] // 2].any()  # transparent = black, as the model sees
     np.testing.assert_allclose(to_grey(shown), to_grey(rgba), atol=1 / 255)
+
+
+def test_fit_all_on_a_dask_scheduler_gives_the_same_drafts(widget, wing_project, qtbot):
+    """The scheduler field under *More options*: Fit all runs on the cluster's workers and
+    every draft equals the in-process fit."""
+    import logging
+
+    from distributed import LocalCluster
+
+    w, (root, truth) = widget, wing_project
+    w.train_btn.click()
+    wait_idle(qtbot, w)
+    p = w.project
+    todo = p.fit_candidates()
+    model = w.model
+    expected = {i: model.fit(read_image(p.items[i].image_path)).points for i in todo}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        w.scheduler_edit.setText(cluster.scheduler_address)
+        w.fit_all_btn.click()
+        assert "on tcp://" in w.progress_bar.format()
+        wait_idle(qtbot, w, timeout=120000)
+    assert f"fitted {len(todo)} of {len(todo)}" in w.status_label.text(), w.status_label.text()
+    for i in todo:
+        assert p.status(i) == "fitted"
+        np.testing.assert_allclose(p.state(i).points, expected[i], atol=1e-9)

@@ -90,7 +90,8 @@ class Progress:
         if total != bar.total:
             bar.reset(total=total)  # a new count (e.g. detectors, then cascade levels)
         shown = bar.update(done - bar.n)
-        if relabel and not shown:  # show the new stage now, not after update's mininterval
+        # a new stage or the count's end is drawn now, not after update's mininterval
+        if (relabel or done >= total) and not shown:
             bar.refresh()
 
     def _line(self, done, total, what):

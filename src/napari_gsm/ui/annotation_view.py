@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QFrame,
-                            QGroupBox, QHBoxLayout, QLabel, QListWidget, QProgressBar,
+                            QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QProgressBar,
                             QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout,
                             QWidget)
 from superqt import QCollapsible
@@ -199,7 +199,12 @@ class AnnotationView(QWidget):
         self.lam_spin.setSpecialValueText("auto")  # 0: chosen on held-out images
         self.jitter_spin = QSpinBox()
         self.jitter_spin.setRange(0, 20)
-        self.advanced = QCollapsible("More training options")
+        self.scheduler_edit = QLineEdit()
+        self.scheduler_edit.setPlaceholderText("empty: this computer")
+        self.scheduler_edit.setToolTip("a Dask scheduler's address (tcp://host:8786): Fit all "
+                                       "runs on its workers, which need napari-gsm and the "
+                                       "images at the same paths")
+        self.advanced = QCollapsible("More options")
         inner = QWidget()
         adv = QFormLayout(inner)
         adv.setContentsMargins(0, 0, 0, 0)
@@ -208,6 +213,7 @@ class AnnotationView(QWidget):
         adv.addRow("reference size", self.ref_spin)
         adv.addRow("shape weight \u03bb", self.lam_spin)
         adv.addRow("jitter copies", self.jitter_spin)
+        adv.addRow("Dask scheduler", self.scheduler_edit)
         self.advanced.addWidget(inner)
         self.advanced.setDuration(0)
         form.addRow(self.advanced)

@@ -14,9 +14,9 @@ from __future__ import annotations
 from qtpy.QtWidgets import QDockWidget, QFileDialog
 
 from ..io import read_image
-from ..model import load_model, train
+from ..model import train
 from ..validation import cross_validate
-from .background import ProgressRun, start_frames
+from .background import ProgressRun
 from .guard import guarded
 from .quality_panel import QualityPanel
 
@@ -162,10 +162,14 @@ class BatchActions:
     # -- fit all -----------------------------------------------------------------------
     @guarded
     def fit_all(self):
-        """Fit every unannotated, untouched image in a background thread (results as drafts).
+        """Fit every unannotated, untouched image in the background (results as drafts).
 
-        An image that cannot be read or fitted is skipped and named; the others are fitted.
+        In this process, or on the Dask scheduler given under *More options* (its workers
+        read the images by path; :func:`napari_gsm.distributed.fit_paths`). An image that
+        cannot be read or fitted is skipped and named; the others are fitted.
         """
+        from napari.qt.threading import create_worker
+
         self._need_model()
         p = self.project
         todo = p.fit_candidates()
@@ -174,20 +178,34 @@ class BatchActions:
         model_path = p.model_path
         if not model_path.exists():
             p.save_model(self.model)
-        # Its own copy of the model: accepting meanwhile updates the widget's one.
-        model = load_model(model_path)
-        paths = {i: p.items[i].image_path for i in todo}
+        # The model file, not the widget's model: accepting meanwhile updates that one.
+        paths = [p.items[i].image_path for i in todo]
+        scheduler = self.scheduler_edit.text().strip() or None
+
+        def job():
+            from ..distributed import connect, fit_paths
+
+            with connect(scheduler=scheduler) as client:
+                results = fit_paths(model_path, paths, client=client)
+                try:
+                    for n, done in enumerate(results):
+                        points = None if done.error else done.result.points
+                        yield todo[done.index], points, done.error, n + 1, len(todo)
+                finally:  # Cancel: the generator is closed, the cluster's tasks with it
+                    results.close()
+
         failed = self._fit_all_failed = []
-        self.fit_worker = start_frames(
-            todo, lambda i: model.fit(read_image(paths[i])).points,
-            on_result=self._on_fitted_one,
-            on_finished=lambda: self._on_fit_all_finished(len(todo), failed),
-            on_error=lambda exc: self.set_status(f"fitting failed: {exc}", error=True))
+        self.fit_worker = create_worker(job)
+        self.fit_worker.yielded.connect(self._on_fitted_one)
+        self.fit_worker.finished.connect(lambda: self._on_fit_all_finished(len(todo), failed))
+        self.fit_worker.errored.connect(
+            lambda exc: self.set_status(f"fitting failed: {exc}", error=True))
         self.progress_bar.setRange(0, len(todo))
         self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("fitting %v/%m")
+        self.progress_bar.setFormat("fitting %v/%m" + (f" on {scheduler}" if scheduler else ""))
         self.progress_bar.setVisible(True)
         self._update_controls()
+        self.fit_worker.start()
         return self.fit_worker
 
     def _on_fitted_one(self, value):

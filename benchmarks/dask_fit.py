@@ -1,6 +1,6 @@
 """Batch fitting in this process vs on Dask workers, timed as a user runs the command.
 
-    .venv/bin/python benchmarks/distributed.py [--quick] [--repeat 2] [--baseline REV]
+    .venv/bin/python benchmarks/dask_fit.py [--quick] [--repeat 2] [--baseline REV]
 
 Fits the 224 LFPW test faces with GSM HoG and GSM-CR (trained on the 2,012 training faces
 with the face detector, from the benchmark cache, see ``run.py``) by running
