@@ -192,10 +192,11 @@ def choose(args):
                        "faces-trackheld", not args.no_cache)
     faces = load_faces([items[i] for i in sorted(held)])[:args.sequences]
     ref = model.summary["score_ref"]
+    # Re-fit below these score ratios (0: only when not converged, unlike the training
+    # shapes or outside; inf: every frame).
     rules = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, np.inf]
     rows = {"per frame": Row("per frame (detector)")}
-    rows.update({r: Row(f"tracked, re-fit below {r:g}") for r in rules})
-    rows[0.0].name = "tracked, re-fit only when not converged / centre outside"
+    rows.update({r: Row(f"tracked, re-fit below score ratio {r:g}") for r in rules})
     rows[np.inf].name = "tracked, every frame also re-fitted (better kept)"
     signals = {"score ratio": [], "-shape distance": [], "-iterations": [], "bad": []}
     log(f"{len(faces)} sequences of {args.frames} frames from held-out training faces "
@@ -228,7 +229,7 @@ def choose(args):
              f"held out of a GSM HoG model trained on the other {len(items) - len(held)}. "
              f"Load average at the end: {os.getloadavg()[0]:.1f}.", "",
              table(rows.values()), "",
-             f"Tracked fits (rule 'only when not converged'), {bad.sum()} of {len(bad)} "
+             f"Tracked fits (score ratio 0), {bad.sum()} of {len(bad)} "
              f"failed (NME > {FAIL}). How well each signal tells them (AUC, 1 = perfectly): "
              + ", ".join(f"{k} {_auc(np.asarray(v, float), bad):.3f}"
                          for k, v in signals.items()) + ".",
