@@ -32,7 +32,8 @@ class FitResult:
         Final pose ``(a, b, tx, ty)`` mapping the image into the reference frame.
     method : str
     init : str
-        How the start was obtained ('detect', 'box', 'prior', 'points').
+        How the start was obtained ('detect', 'box', 'prior', 'points'; 'track' for the
+        previous video frame's fit, see :func:`napari_gsm.track.track`).
     start : (v, 2) array or None
         The starting shape.
     extra : dict

@@ -23,7 +23,7 @@ from .io import to_grey
 from .model import check_image_size
 from .quality import response_score, shape_distance, shape_distance_limit
 
-__all__ = ["track", "TrackResult", "degraded", "TRACK_SCORE_RATIO"]
+__all__ = ["track", "TrackResult", "degraded", "score_ratio", "TRACK_SCORE_RATIO"]
 
 #: A tracked frame whose image match is below this share of the training images' is
 #: re-fitted from a fresh start (see :func:`degraded`).
@@ -43,7 +43,9 @@ class TrackResult:
         Frames (0-based) whose tracked fit degraded and that were fitted again from a fresh
         start (the better fit was kept: see each fit's ``init``).
     reasons : dict of int to list of str
-        For every restarted frame, why its tracked fit was judged degraded.
+        For every restarted frame, why its tracked fit was judged degraded. A restarted
+        frame whose kept fit still has ``init == 'track'`` (no fresh fit was better) is
+        doubtful.
     n_detections : int
         How many times the face detector ran (0 for a model without one).
     frame_ms : list of float
@@ -214,9 +216,10 @@ def _refit(model, grey, init, box, tracked, out):
         out.n_detections += 1
         return tracked
     out.n_detections += "n_faces" in res.extra
-    if degraded(model, res, grey):
-        ratio_new = score_ratio(model, res, grey)
-        ratio_old = score_ratio(model, tracked, grey)
-        if ratio_new is None or ratio_old is None or ratio_new <= ratio_old:
-            return tracked
+    if not degraded(model, res, grey):
+        return res
+    ratio_new = score_ratio(model, res, grey)
+    ratio_old = score_ratio(model, tracked, grey)
+    if ratio_new is None or ratio_old is None or ratio_new <= ratio_old:
+        return tracked
     return res
