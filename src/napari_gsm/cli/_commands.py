@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._confidence import Assessment, note, print_summary
 from ._inputs import Starts, annotations_beside, expand_images, read_boxes
 from ._output import CLIError, percent, print_json, warn
 from ._progress import Progress
@@ -181,7 +182,8 @@ def cmd_fit(args):
                              overwrite=args.overwrite)
     model = _load_model(args.model)
     starts = Starts(model, args.model, args.init, args.boxes, [p.stem for p in todo],
-                    args.box_kind)
+                    args.box_kind, args.off_threshold)
+    why_none = note(model, args.model, args.json)
     _output_folder(out_dir)
     records = []
     t0 = time.perf_counter()
@@ -207,7 +209,7 @@ def cmd_fit(args):
               "wall_seconds": round(time.perf_counter() - t0, 3)}
     if args.json:
         print_json({"model": str(args.model), "method": model.method, "images": records,
-                    "skipped": skipped, "totals": totals})
+                    "skipped": skipped, "totals": totals, "confidence_note": why_none})
         return 0
     _print_fit_table(images, records, skipped)
     median = "" if not records else f" (median fit {totals['fit_ms_median']:.1f} ms)"
@@ -224,7 +226,8 @@ def _print_fit_table(images, records, skipped):
     rows = {Path(r["image"]): r for r in records}
     why = {Path(s["image"]): s for s in skipped}
     width = max(len(p.stem) for p in images)
-    print(f"{'image':<{width}}  {'init':<21} {'fit ms':>8} {'iter':>5}  converged")
+    print(f"{'image':<{width}}  {'init':<21} {'fit ms':>8} {'iter':>5}  converged  "
+          "likely off")
     for p in images:
         if p in why:
             s = why[p]
@@ -233,8 +236,11 @@ def _print_fit_table(images, records, skipped):
             print(f"{p.stem:<{width}}  skipped: {text}")
             continue
         r = rows[p]
+        c = r["confidence"]  # likely off: more likely off than not
+        off = "-" if c is None else (f"{sum(p >= 0.5 for p in c['p_off'])}"
+                                     + (" (fit failed)" if c["failed"] else ""))
         print(f"{p.stem:<{width}}  {r['init']:<21} {r['fit_ms']:8.1f} {r['n_iter']:5d}  "
-              f"{'yes' if r['converged'] else 'no'}")
+              f"{'yes' if r['converged'] else 'no':<9}  {off}")
 
 
 def _skipped_summary(skipped, out_dir):
@@ -251,6 +257,7 @@ def _skipped_summary(skipped, out_dir):
 # -- evaluate --------------------------------------------------------------------------
 
 def cmd_evaluate(args):
+    from ..confidence import OFF_FRACTION
     from ..evaluate import nme, normaliser, summarise
     from ..io import write_pts
 
@@ -268,7 +275,9 @@ def cmd_evaluate(args):
     except ValueError as exc:
         raise CLIError(f"--norm: {exc}") from None
     starts = Starts(model, args.model, args.init, args.boxes, [it.stem for it in items],
-                    args.box_kind)
+                    args.box_kind, args.off_threshold)
+    why_none = note(model, args.model, args.json)
+    assess = Assessment(args.norm, args.off_threshold or OFF_FRACTION)
     out_dir = None
     if args.output:
         out_dir = Path(args.output)
@@ -287,7 +296,7 @@ def cmd_evaluate(args):
             err = nme(result.points, it.points, args.norm)
             errors.append(err)
             records.append({**_record(result, label, it.image_path, out),
-                            "nme_pct": percent(err)})
+                            "nme_pct": percent(err), **assess.add(result, it.points, err)})
             progress(len(records), len(items), "fitting")
     seconds = time.perf_counter() - t0
     # evaluate's functions work in fractions of the normaliser; people read percent
@@ -300,7 +309,8 @@ def cmd_evaluate(args):
            "median_nme_pct": percent(s["median"]), "auc_pct": percent(s["auc"]),
            "failure_rate_pct": percent(s["failure_rate"]),
            "median_fit_ms": float(np.median([r["fit_ms"] for r in records])),
-           "wall_seconds": round(seconds, 3), "images": records}
+           "wall_seconds": round(seconds, 3), "confidence": assess.summary(),
+           "confidence_note": why_none, "images": records}
     if args.json:
         print_json(doc)
         return 0
@@ -311,5 +321,6 @@ def cmd_evaluate(args):
     print(f"  AUC@{cut:<11} {doc['auc_pct']:.1f} %")
     print(f"  failures@{cut:<6} {doc['failure_rate_pct']:.1f} %")
     print(f"  median fit      {doc['median_fit_ms']:.1f} ms")
+    print_summary(doc["confidence"])
     return 0
 

@@ -124,10 +124,12 @@ class Starts:
     ``--init pts:DIR`` a points file for each. ``box_kind`` says what the boxes are (see
     :meth:`napari_gsm.model.Model.start`); None: a face detector's ('detector') when the
     model learned where such boxes put the shape, else the landmarks' bounding boxes.
+    ``off_fraction`` is the fits' off threshold (``Model.fit``; None: the default).
     """
 
-    def __init__(self, model, model_path, init, boxes_path, stems, box_kind=None):
-        self.model, self.init = model, init
+    def __init__(self, model, model_path, init, boxes_path, stems, box_kind=None,
+                 off_fraction=None):
+        self.model, self.init, self.off_fraction = model, init, off_fraction
         if box_kind is None:
             box_kind = "detector" if model.starts.face is not None else "landmarks"
         if box_kind == "detector" and model.starts.face is None:
@@ -172,24 +174,26 @@ class Starts:
                 raise CLIError(f"{path}: needs at least two placed points to start from")
             self.points[stem] = pts
 
+    def _fit(self, image, init, **kw):
+        return self.model.fit(image, init, off_fraction=self.off_fraction, **kw)
+
     def fit(self, image, stem):
         """Fit one image; returns ``(FitResult, start label)``."""
-        model = self.model
         if stem in self.points:
-            return model.fit(image, "points", points=self.points[stem]), "points"
+            return self._fit(image, "points", points=self.points[stem]), "points"
         if stem in self.boxes:
             # A user box overrides the detector and the prior for this image.
-            res = model.fit(image, "box", box=self.boxes[stem], box_kind=self.box_kind)
+            res = self._fit(image, "box", box=self.boxes[stem], box_kind=self.box_kind)
             return res, res.init
         if self.init == "detect":
             try:
-                return model.fit(image, "detect"), "detect"
+                return self._fit(image, "detect"), "detect"
             except LookupError:
-                return model.fit(image, "prior"), "prior (no face found)"
+                return self._fit(image, "prior"), "prior (no face found)"
         if self.init == "auto":
-            res = model.fit(image, "auto")
-            if res.init == "prior" and model.starts.face_source == "viola-jones":
+            res = self._fit(image, "auto")
+            if res.init == "prior" and self.model.starts.face_source == "viola-jones":
                 # auto with a face model only falls back to the prior when no face is found
                 return res, "prior (no face found)"
             return res, res.init
-        return model.fit(image, self.init), self.init
+        return self._fit(image, self.init), self.init

@@ -1,0 +1,245 @@
+"""Calibrated landmark errors: a logistic model of the error given the confidence features.
+
+The model says how a landmark's error ``e`` (reference-frame pixels) is distributed given
+its features ``x`` (:func:`~napari_gsm.confidence.landmark_features`, standardised)::
+
+    P(e > t | x) = sigmoid(w . x + b + d_i - beta log t)
+
+for any threshold ``t``, where ``d_i`` is landmark ``i``'s own offset (some landmarks are
+harder to place than others whatever the image): ``log e`` is logistic with location
+``(w . x + b + d_i) / beta`` and scale ``1 / beta``. So one fitted model gives the probability of being off by more than
+any threshold (the default, 2 % of the shape's bounding-box diagonal, or one a person
+sets) and the expected error ``E[e] = exp((w . x + b) / beta) (pi / beta) / sin(pi / beta)``.
+
+It is fitted by logistic regression (Newton's method; a small ridge on ``w`` and ``d``,
+which keeps a landmark that was never off finite) on the
+landmarks of cross-validated fits, each row repeated at five thresholds spanning half to
+twice the default, so it is calibrated around the thresholds people use, not only at one.
+The fits are kept in the model file (features, errors, the fitted shapes' diagonals), so
+an incremental update adds the fit of its image and refits the model
+(:meth:`Calibration.add`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .confidence import FEATURES, OFF_FRACTION
+
+__all__ = ["Calibration", "MIN_IMAGES", "MAX_IMAGES", "logistic_loss", "fit_logistic"]
+
+#: Fewer fitted images than this give no calibration (too few to fit the model on).
+MIN_IMAGES = 4
+#: At most this many fitted images are kept (the oldest go first).
+MAX_IMAGES = 400
+#: Thresholds, as multiples of the default, each training row is repeated at.
+THRESHOLD_STEPS = 2.0 ** np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+#: Ridge weight on the standardised feature weights (a prior worth this many rows).
+RIDGE = 1.0
+#: ``beta`` is kept above this for the expected error (the mean of ``e`` needs beta > 1).
+_MIN_BETA = 1.2
+
+
+def _sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def logistic_loss(theta, A, y, ridge):
+    """Negative log-likelihood of logistic regression, its gradient and Hessian.
+
+    Parameters
+    ----------
+    theta : (d,) array
+    A : (n, d) array
+        Design matrix.
+    y : (n,) array of 0/1
+    ridge : (d,) array
+        ``0.5 * sum(ridge * theta**2)`` is added (0 for unpenalised entries).
+
+    Returns
+    -------
+    loss : float
+    grad : (d,) array
+    hess : (d, d) array
+    """
+    z = A @ theta
+    # log(1 + exp(z)) without overflow
+    loss = float((np.logaddexp(0.0, z) - y * z).sum() + 0.5 * (ridge * theta * theta).sum())
+    p = _sigmoid(z)
+    grad = A.T @ (p - y) + ridge * theta
+    hess = (A * (p * (1 - p))[:, None]).T @ A + np.diag(ridge)
+    return loss, grad, hess
+
+
+def fit_logistic(A, y, ridge, theta=None, max_iter=50, tol=1e-8):
+    """Minimise :func:`logistic_loss` by Newton's method with step halving."""
+    theta = np.zeros(A.shape[1]) if theta is None else np.array(theta, float)
+    loss, grad, hess = logistic_loss(theta, A, y, ridge)
+    for _ in range(max_iter):
+        step = -np.linalg.solve(hess + 1e-9 * np.eye(len(theta)), grad)
+        t = 1.0
+        while True:
+            new = theta + t * step
+            new_loss, new_grad, new_hess = logistic_loss(new, A, y, ridge)
+            if new_loss <= loss + 1e-12 * abs(loss) or t < 1e-4:
+                break
+            t *= 0.5
+        done = loss - new_loss <= tol * max(abs(loss), 1.0)
+        theta, loss, grad, hess = new, new_loss, new_grad, new_hess
+        if done:
+            break
+    return theta
+
+
+@dataclass
+class Calibration:
+    """Fitted landmarks with known errors, and the error model fitted on them.
+
+    Attributes
+    ----------
+    X : (n, v, k) float32 array
+        :func:`~napari_gsm.confidence.landmark_features` of ``n`` fits.
+    errors : (n, v) float32 array
+        Their landmarks' true errors, reference-frame pixels (NaN: no truth).
+    diagonals : (n,) float32 array
+        Bounding-box diagonal of each fitted shape, reference-frame pixels.
+    off_fraction : float
+        The default off threshold, a fraction of the fitted shape's diagonal.
+    mean, std : (k,) arrays or None
+        Feature standardisation.
+    coef : (k + v + 2,) array or None
+        ``w``, ``b``, the landmarks' offsets ``d_i`` and ``-beta`` (the weight of ``log t``);
+        None until :meth:`fit` has run on at least :data:`MIN_IMAGES` images.
+    info : dict
+        JSON-able record: ``source`` (how the fits were made), ``n_images``, ``n_added``
+        (images added by incremental updates), ``cv`` (quality on the fits themselves).
+    """
+
+    X: np.ndarray
+    errors: np.ndarray
+    diagonals: np.ndarray
+    off_fraction: float = OFF_FRACTION
+    mean: np.ndarray = None
+    std: np.ndarray = None
+    coef: np.ndarray = None
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, v, *, source=""):
+        k = len(FEATURES)
+        return cls(X=np.zeros((0, v, k), np.float32), errors=np.zeros((0, v), np.float32),
+                   diagonals=np.zeros(0, np.float32), info={"source": source})
+
+    @property
+    def n_images(self):
+        return len(self.X)
+
+    @property
+    def ready(self):
+        """Whether the error model has been fitted."""
+        return self.coef is not None
+
+    # -- fitting -------------------------------------------------------------------------
+    def _design(self, X, landmark, log_t):
+        """Rows ``[standardised x, 1, one-hot landmark, log t]`` for features ``(m, k)``,
+        landmark indices ``(m,)`` and ``(m,)`` log t."""
+        v, k = self.X.shape[1], X.shape[1]
+        A = np.zeros((len(X), k + v + 2))
+        A[:, :k] = (X - self.mean) / self.std
+        A[:, k] = 1.0
+        A[np.arange(len(X)), k + 1 + np.asarray(landmark)] = 1.0
+        A[:, -1] = log_t
+        return A
+
+    def fit(self):
+        """(Re)fit the error model on the kept fits; returns self.
+
+        With fewer than :data:`MIN_IMAGES` images the model stays unfitted.
+        """
+        if self.n_images < MIN_IMAGES:
+            self.coef = None
+            return self
+        n, v, k = self.X.shape
+        X = self.X.reshape(-1, k).astype(float)
+        e = self.errors.reshape(-1).astype(float)
+        diag = np.repeat(self.diagonals.astype(float), v)
+        landmark = np.tile(np.arange(v), n)
+        ok = np.isfinite(e) & np.isfinite(X).all(1)
+        X, e, diag, landmark = X[ok], e[ok], diag[ok], landmark[ok]
+        self.mean = X.mean(0)
+        self.std = X.std(0) + 1e-6
+        t = self.off_fraction * diag[:, None] * THRESHOLD_STEPS[None, :]  # (m, 5)
+        r = len(THRESHOLD_STEPS)
+        A = self._design(np.repeat(X, r, 0), np.repeat(landmark, r), np.log(t).reshape(-1))
+        y = (e[:, None] > t).reshape(-1).astype(float)
+        ridge = np.zeros(A.shape[1])
+        ridge[:-1] = RIDGE
+        ridge[k] = 0.0
+        start = self.coef if self.coef is not None and len(self.coef) == A.shape[1] else None
+        self.coef = fit_logistic(A, y, ridge, start)
+        self.info["n_images"] = self.n_images
+        self.info["beta"] = round(float(-self.coef[-1]), 4)
+        return self
+
+    def add(self, X, errors, diagonal):
+        """Add one fit (``(v, k)`` features, ``(v,)`` errors, its diagonal) and refit."""
+        self.X = np.concatenate([self.X, np.asarray(X, np.float32)[None]])[-MAX_IMAGES:]
+        self.errors = np.concatenate([self.errors, np.asarray(errors, np.float32)[None]])[
+            -MAX_IMAGES:]
+        self.diagonals = np.append(self.diagonals, np.float32(diagonal))[-MAX_IMAGES:]
+        self.info["n_added"] = self.info.get("n_added", 0) + 1
+        return self.fit()
+
+    # -- prediction ----------------------------------------------------------------------
+    def predict(self, X, threshold):
+        """Off probability and expected error of landmarks with features ``(v, k)``.
+
+        ``threshold`` is in the features' unit (reference-frame pixels), a scalar or
+        ``(v,)``. Returns ``(p_off, expected_error)``, both ``(v,)``.
+        """
+        if not self.ready:
+            raise ValueError("the calibration has not been fitted")
+        a = self._design(np.asarray(X, float), np.arange(len(X)), np.zeros(len(X))) @ self.coef
+        beta = -self.coef[-1]
+        p_off = _sigmoid(a - beta * np.log(threshold))
+        return p_off, self.expected_error(a, beta)
+
+    @staticmethod
+    def expected_error(a, beta):
+        """``E[e]`` when ``log e`` is logistic with location ``a / beta``, scale ``1/beta``."""
+        b = max(float(beta), _MIN_BETA)
+        return np.exp(np.asarray(a) / b) * (np.pi / b) / np.sin(np.pi / b)
+
+    # -- files ---------------------------------------------------------------------------
+    def to_arrays(self):
+        out = {"calib_X": self.X, "calib_errors": self.errors,
+               "calib_diagonals": self.diagonals}
+        if self.ready:
+            out.update(calib_mean=self.mean, calib_std=self.std, calib_coef=self.coef)
+        return out
+
+    def params(self):
+        return {**self.info, "off_fraction": self.off_fraction, "features": list(FEATURES)}
+
+    @classmethod
+    def from_arrays(cls, arrays, params):
+        """Read back :meth:`to_arrays` / :meth:`params`; None if the file has none."""
+        if "calib_X" not in arrays:
+            return None
+        params = dict(params or {})
+        names = params.pop("features", list(FEATURES))
+        off = float(params.pop("off_fraction", OFF_FRACTION))
+        out = cls(X=np.asarray(arrays["calib_X"], np.float32),
+                  errors=np.asarray(arrays["calib_errors"], np.float32),
+                  diagonals=np.asarray(arrays["calib_diagonals"], np.float32),
+                  off_fraction=off, info=params)
+        if list(names) != list(FEATURES):
+            # Features of another version: refit on what can be read, else drop the data.
+            return cls.empty(out.X.shape[1], source="features of another version")
+        if "calib_coef" in arrays:
+            out.mean = np.asarray(arrays["calib_mean"], float)
+            out.std = np.asarray(arrays["calib_std"], float)
+            out.coef = np.asarray(arrays["calib_coef"], float)
+        return out
