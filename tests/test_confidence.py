@@ -41,22 +41,28 @@ def calibrated(data):
 
 def test_logistic_gradient_and_hessian_match_finite_differences():
     rng = np.random.default_rng(0)
-    A = rng.normal(size=(60, 5))
+    A = rng.normal(size=(60, 4))
+    group = rng.integers(0, 3, 60)
     y = (rng.random(60) < 0.4).astype(float)
-    ridge = np.array([1.0, 0.5, 0.0, 2.0, 1.0])
-    theta = rng.normal(size=5)
-    _, g, H = logistic_loss(theta, A, y, ridge)
+    ridge = np.array([1.0, 0.5, 0.0, 2.0, 1.0, 0.0, 3.0])
+    theta = rng.normal(size=7)
+    # the same model with the one-hot group columns written out
+    dense = np.hstack([A, np.eye(3)[group]])
+    z = dense @ theta
+    assert logistic_loss(theta, A, group, y, ridge)[0] == pytest.approx(
+        np.sum(np.log1p(np.exp(z)) - y * z) + 0.5 * np.sum(ridge * theta ** 2))
+    _, g, H = logistic_loss(theta, A, group, y, ridge)
     h = 1e-6
-    for j in range(5):
-        e = np.zeros(5)
+    for j in range(7):
+        e = np.zeros(7)
         e[j] = h
-        lp, gp, _ = logistic_loss(theta + e, A, y, ridge)
-        lm, gm, _ = logistic_loss(theta - e, A, y, ridge)
+        lp, gp, _ = logistic_loss(theta + e, A, group, y, ridge)
+        lm, gm, _ = logistic_loss(theta - e, A, group, y, ridge)
         assert (lp - lm) / (2 * h) == pytest.approx(g[j], rel=1e-6, abs=1e-6)
         np.testing.assert_allclose((gp - gm) / (2 * h), H[:, j], rtol=1e-5, atol=1e-6)
     # and Newton's method finds the zero of that gradient
-    best = fit_logistic(A, y, ridge)
-    assert np.abs(logistic_loss(best, A, y, ridge)[1]).max() < 1e-6
+    best = fit_logistic(A, group, y, ridge)
+    assert np.abs(logistic_loss(best, A, group, y, ridge)[1]).max() < 1e-6
 
 
 def test_conditional_deviation_is_the_gaussian_conditional():

@@ -46,43 +46,60 @@ def _sigmoid(z):
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def logistic_loss(theta, A, y, ridge):
-    """Negative log-likelihood of logistic regression, its gradient and Hessian.
+def logistic_loss(theta, A, group, y, ridge):
+    """Negative log-likelihood of a logistic regression with a per-group offset, its
+    gradient and Hessian.
+
+    The linear predictor of row ``r`` is ``A[r] @ theta[:p] + theta[p + group[r]]``: a
+    dense design plus a one-hot group (here: which landmark), without building the one-hot
+    columns (``v`` of them, mostly zeros).
 
     Parameters
     ----------
-    theta : (d,) array
-    A : (n, d) array
-        Design matrix.
+    theta : (p + g,) array
+    A : (n, p) array
+        Dense design matrix.
+    group : (n,) int array
+        Each row's group, in ``0..g-1``.
     y : (n,) array of 0/1
-    ridge : (d,) array
+    ridge : (p + g,) array
         ``0.5 * sum(ridge * theta**2)`` is added (0 for unpenalised entries).
 
     Returns
     -------
     loss : float
-    grad : (d,) array
-    hess : (d, d) array
+    grad : (p + g,) array
+    hess : (p + g, p + g) array
     """
-    z = A @ theta
+    p = A.shape[1]
+    g = len(theta) - p
+    z = A @ theta[:p] + theta[p:][group]
     # log(1 + exp(z)) without overflow
     loss = float((np.logaddexp(0.0, z) - y * z).sum() + 0.5 * (ridge * theta * theta).sum())
-    p = _sigmoid(z)
-    grad = A.T @ (p - y) + ridge * theta
-    hess = (A * (p * (1 - p))[:, None]).T @ A + np.diag(ridge)
+    prob = _sigmoid(z)
+    r, w = prob - y, prob * (1 - prob)
+    grad = np.concatenate([A.T @ r, np.bincount(group, r, g)]) + ridge * theta
+    Aw = A * w[:, None]
+    hess = np.empty((p + g, p + g))
+    hess[:p, :p] = Aw.T @ A
+    cross = np.stack([np.bincount(group, Aw[:, j], g) for j in range(p)])  # (p, g)
+    hess[:p, p:] = cross
+    hess[p:, :p] = cross.T
+    hess[p:, p:] = np.diag(np.bincount(group, w, g))
+    hess[np.diag_indices(p + g)] += ridge
     return loss, grad, hess
 
 
-def fit_logistic(A, y, ridge, theta=None, max_iter=50, tol=1e-8):
+def fit_logistic(A, group, y, ridge, theta=None, max_iter=50, tol=1e-8):
     """Minimise :func:`logistic_loss` by Newton's method with step halving."""
-    theta = np.zeros(A.shape[1]) if theta is None else np.array(theta, float)
-    loss, grad, hess = logistic_loss(theta, A, y, ridge)
+    theta = np.zeros(len(ridge)) if theta is None else np.array(theta, float)
+    loss, grad, hess = logistic_loss(theta, A, group, y, ridge)
     for _ in range(max_iter):
         step = -np.linalg.solve(hess + 1e-9 * np.eye(len(theta)), grad)
         t = 1.0
         while True:
             new = theta + t * step
-            new_loss, new_grad, new_hess = logistic_loss(new, A, y, ridge)
+            new_loss, new_grad, new_hess = logistic_loss(new, A, group, y, ridge)
             if new_loss <= loss + 1e-12 * abs(loss) or t < 1e-4:
                 break
             t *= 0.5
@@ -110,7 +127,7 @@ class Calibration:
     mean, std : (k,) arrays or None
         Feature standardisation.
     coef : (k + v + 2,) array or None
-        ``w``, ``b``, the landmarks' offsets ``d_i`` and ``-beta`` (the weight of ``log t``);
+        ``w``, ``b``, ``-beta`` (the weight of ``log t``) and the landmarks' offsets ``d_i``;
         None until :meth:`fit` has run on at least :data:`MIN_IMAGES` images.
     info : dict
         JSON-able record: ``source`` (how the fits were made), ``n_images``, ``n_added``
@@ -142,16 +159,10 @@ class Calibration:
         return self.coef is not None
 
     # -- fitting -------------------------------------------------------------------------
-    def _design(self, X, landmark, log_t):
-        """Rows ``[standardised x, 1, one-hot landmark, log t]`` for features ``(m, k)``,
-        landmark indices ``(m,)`` and ``(m,)`` log t."""
-        v, k = self.X.shape[1], X.shape[1]
-        A = np.zeros((len(X), k + v + 2))
-        A[:, :k] = (X - self.mean) / self.std
-        A[:, k] = 1.0
-        A[np.arange(len(X)), k + 1 + np.asarray(landmark)] = 1.0
-        A[:, -1] = log_t
-        return A
+    def _design(self, X, log_t):
+        """Dense rows ``[standardised x, 1, log t]`` for features ``(m, k)`` and ``(m,)``
+        log t (the landmark's offset is :func:`logistic_loss`'s group)."""
+        return np.column_stack([(X - self.mean) / self.std, np.ones(len(X)), log_t])
 
     def fit(self):
         """(Re)fit the error model on the kept fits; returns self.
@@ -172,15 +183,14 @@ class Calibration:
         self.std = X.std(0) + 1e-6
         t = self.off_fraction * diag[:, None] * THRESHOLD_STEPS[None, :]  # (m, 5)
         r = len(THRESHOLD_STEPS)
-        A = self._design(np.repeat(X, r, 0), np.repeat(landmark, r), np.log(t).reshape(-1))
+        A = self._design(np.repeat(X, r, 0), np.log(t).reshape(-1))
         y = (e[:, None] > t).reshape(-1).astype(float)
-        ridge = np.zeros(A.shape[1])
-        ridge[:-1] = RIDGE
-        ridge[k] = 0.0
-        start = self.coef if self.coef is not None and len(self.coef) == A.shape[1] else None
-        self.coef = fit_logistic(A, y, ridge, start)
+        ridge = np.full(k + 2 + v, RIDGE)
+        ridge[k:k + 2] = 0.0  # the intercept and the weight of log t
+        start = self.coef if self.coef is not None and len(self.coef) == len(ridge) else None
+        self.coef = fit_logistic(A, np.repeat(landmark, r), y, ridge, start)
         self.info["n_images"] = self.n_images
-        self.info["beta"] = round(float(-self.coef[-1]), 4)
+        self.info["beta"] = round(float(-self.coef[k + 1]), 4)
         return self
 
     def add(self, X, errors, diagonal):
@@ -201,8 +211,10 @@ class Calibration:
         """
         if not self.ready:
             raise ValueError("the calibration has not been fitted")
-        a = self._design(np.asarray(X, float), np.arange(len(X)), np.zeros(len(X))) @ self.coef
-        beta = -self.coef[-1]
+        k = len(self.mean)
+        a = self._design(np.asarray(X, float), np.zeros(len(X))) @ self.coef[:k + 2] \
+            + self.coef[k + 2:]
+        beta = -self.coef[k + 1]
         p_off = _sigmoid(a - beta * np.log(threshold))
         return p_off, self.expected_error(a, beta)
 

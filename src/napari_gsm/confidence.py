@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg.lapack import dpotri
 
 from .evaluate import normaliser
 from .features import FrameCache
@@ -233,9 +234,12 @@ def _laplace(grad, H, v, pinned):
     reference-frame moves). Pinned landmarks get 0.
     """
     n = len(grad)
-    free_s = np.ones(v, bool) if pinned is None else ~np.asarray(pinned, bool)
-    free = np.concatenate([free_s, free_s, np.ones(n - 2 * v, bool)]).nonzero()[0]
-    Hf = H[np.ix_(free, free)]
+    if pinned is None or not np.any(pinned):
+        free, Hf, g = np.arange(n), H, grad
+    else:
+        free_s = ~np.asarray(pinned, bool)
+        free = np.concatenate([free_s, free_s, np.ones(n - 2 * v, bool)]).nonzero()[0]
+        Hf, g = H[np.ix_(free, free)], grad[free]
     mu, c = 0.0, None
     for _ in range(30):
         c = cholesky(Hf if mu == 0 else Hf + mu * np.eye(len(free)))
@@ -244,13 +248,16 @@ def _laplace(grad, H, v, pinned):
         mu = max(2 * mu, 1e-6 * (np.abs(np.diag(Hf)).mean() + 1e-12))
     else:  # pragma: no cover - NaN input only
         raise FloatingPointError("GSM's Hessian could not be made positive definite")
-    cov = np.zeros((n, n))
-    cov[np.ix_(free, free)] = cho_solve(c, np.eye(len(free)))
     step = np.zeros(n)
-    step[free] = -cho_solve(c, grad[free])
+    step[free] = -cho_solve(c, g)
+    # The inverse from the factor (its upper triangle is all a diagonal block needs).
+    inv, info = dpotri(c, lower=0)
+    if info:  # pragma: no cover - c is a valid factor
+        raise FloatingPointError("GSM's Hessian could not be inverted")
+    var = np.zeros(n)
+    var[free] = np.diag(inv)
     i = np.arange(v)
-    post = np.sqrt(np.maximum(cov[i, i] + cov[v + i, v + i], 0.0))
-    return post, np.hypot(step[:v], step[v:2 * v])
+    return np.sqrt(np.maximum(var[i] + var[v + i], 0.0)), np.hypot(step[:v], step[v:2 * v])
 
 
 def _conditional_deviation(prec, r):
