@@ -44,19 +44,8 @@ OTHER_OFF = (0.005, 0.01, 0.04)
 
 
 def suite_data(name, quick):
-    cfg = R.SUITES[name]
-    if cfg["test"] is None:
-        train_items, test_items = C.split_items(cfg["train"], cfg["test_fraction"], seed=0)
-    else:
-        train_items = sorted(C.load_dataset(cfg["train"]).annotated,
-                             key=lambda it: it.image_path.name)
-        test_items = sorted(C.load_dataset(cfg["test"]).annotated,
-                            key=lambda it: it.image_path.name)
-    if quick:
-        n_train, n_test = cfg["quick"]
-        train_items = C.subset(train_items, n_train, seed=0)
-        test_items = C.subset(test_items, n_test, seed=0)
-    return cfg, C.load_samples(train_items), C.load_samples(test_items)
+    train_items, test_items = R.suite_items(name, quick)
+    return R.SUITES[name], C.load_samples(train_items), C.load_samples(test_items)
 
 
 def starts_for(cfg, model, test):

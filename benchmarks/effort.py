@@ -49,7 +49,7 @@ SETS = {
 
 #: Which landmarks of a fit a person looks at: name -> rule on the fit's confidence.
 INSPECT = {
-    "all": lambda c: np.ones(len(c.p_off), bool),
+    "all": lambda c: True,
     "p_off >= 0.5": lambda c: c.p_off >= 0.5,
     "p_off >= 0.2": lambda c: c.p_off >= 0.2,
     "20 % least confident": lambda c: c.p_off >= np.quantile(c.p_off, 0.8),
@@ -104,24 +104,10 @@ def simulate(folder, *, face, seed_n, threshold, limit, per_round):
         fit_ms.append(res.fit_ms)
         err = np.linalg.norm(res.points - truth, axis=1)
         first_look.append(int((err > tol).sum()))
-        if res.confidence is not None:
-            for name, rule in INSPECT.items():
+        for name, rule in INSPECT.items():
+            if name == "all" or res.confidence is not None:
                 looks[name].append(inspect(model, grey, truth, tol, res, rule, per_round))
-        pinned = np.zeros(v, bool)
-        points = res.points.copy()
-        while True:
-            err = np.where(pinned, 0.0, np.linalg.norm(points - truth, axis=1))
-            off = np.flatnonzero(err > tol)
-            if not len(off):
-                break
-            worst = off[np.argsort(-err[off])[:per_round]]
-            pinned[worst] = True
-            points[worst] = truth[worst]
-            if pinned.all():
-                break
-            points = model.fit(grey, "points", points=points, pinned=pinned,
-                               history=False).points
-        moves.append(int(pinned.sum()))
+        moves.append(looks["all"][-1][1])
         t = time.perf_counter()
         model.update(grey, truth)
         update_ms.append((time.perf_counter() - t) * 1e3)

@@ -205,10 +205,9 @@ def _box_from_start(model, start):
 
 
 # -- one suite -------------------------------------------------------------------------
-def run_suite(name, args):
+def suite_items(name, quick):
+    """A suite's ``(train, test)`` dataset items (the ``--quick`` subsets if ``quick``)."""
     cfg = SUITES[name]
-    use_cache = not args.no_cache
-    log(f"\n=== suite {name}{' (QUICK RUN)' if args.quick else ''} ===")
     if cfg["test"] is None:
         train_items, test_items = C.split_items(cfg["train"], cfg["test_fraction"], seed=0)
     else:
@@ -216,10 +215,18 @@ def run_suite(name, args):
                              key=lambda it: it.image_path.name)
         test_items = sorted(C.load_dataset(cfg["test"]).annotated,
                             key=lambda it: it.image_path.name)
-    if args.quick:
+    if quick:
         n_train, n_test = cfg["quick"]
         train_items = C.subset(train_items, n_train, seed=0)
         test_items = C.subset(test_items, n_test, seed=0)
+    return train_items, test_items
+
+
+def run_suite(name, args):
+    cfg = SUITES[name]
+    use_cache = not args.no_cache
+    log(f"\n=== suite {name}{' (QUICK RUN)' if args.quick else ''} ===")
+    train_items, test_items = suite_items(name, args.quick)
     log(f"loading {len(train_items)} training and {len(test_items)} test images ...")
     train_s = C.load_samples(train_items)
     test_s = C.load_samples(test_items)

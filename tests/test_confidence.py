@@ -300,6 +300,7 @@ def test_calibration_survives_the_model_file(calibrated, data, tmp_path):
     np.testing.assert_array_equal(a.coef, b.coef)
     np.testing.assert_array_equal(a.X, b.X)
     assert b.info["folds"] == a.info["folds"] and b.off_fraction == a.off_fraction
+    assert b.info["cv"] == a.info["cv"] and set(a.info["cv"]) >= {"auroc", "calibration_error"}
     img = data[33][0]
     np.testing.assert_allclose(again.fit(img).confidence.p_off,
                                calibrated.fit(img).confidence.p_off)

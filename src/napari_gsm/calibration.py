@@ -131,7 +131,8 @@ class Calibration:
         None until :meth:`fit` has run on at least :data:`MIN_IMAGES` images.
     info : dict
         JSON-able record: ``source`` (how the fits were made), ``n_images``, ``n_added``
-        (images added by incremental updates), ``cv`` (quality on the fits themselves).
+        (images added by incremental updates), ``beta``, and after training ``cv``
+        (:meth:`cross_validate`).
     """
 
     X: np.ndarray
@@ -201,6 +202,41 @@ class Calibration:
         self.diagonals = np.append(self.diagonals, np.float32(diagonal))[-MAX_IMAGES:]
         self.info["n_added"] = self.info.get("n_added", 0) + 1
         return self.fit()
+
+    def cross_validate(self, folds=5, seed=0):
+        """How well the error model predicts fits it was not fitted on.
+
+        The kept fits are split by image into ``folds``; each fold's landmarks are
+        predicted by the model fitted on the others, at the default threshold. Returns
+        (and keeps in ``info['cv']``) :func:`~napari_gsm.evaluate.confidence_summary`'s
+        numbers, the NME being the mean error over the fitted shape's diagonal; None with
+        fewer than ``2 * MIN_IMAGES`` images.
+        """
+        from .evaluate import confidence_summary
+
+        n = self.n_images
+        if n < 2 * MIN_IMAGES:
+            return None
+        order = np.random.default_rng(seed).permutation(n)
+        p_off, off, predicted, true = [], [], [], []
+        for f in range(folds):
+            test = order[f::folds]
+            train = np.setdiff1d(order, test)
+            part = Calibration(self.X[train], self.errors[train], self.diagonals[train],
+                               self.off_fraction).fit()
+            for i in test:
+                t = self.off_fraction * float(self.diagonals[i])
+                p, expected = part.predict(self.X[i], t)
+                ok = np.isfinite(self.errors[i])
+                p_off.append(p[ok])
+                off.append(self.errors[i][ok] > t)
+                predicted.append(expected.mean() / self.diagonals[i])
+                true.append(np.nanmean(self.errors[i]) / self.diagonals[i])
+        # plain JSON for the model file: NaN (e.g. no landmark off) becomes None
+        cv = {k: x if isinstance(x, int) else round(float(x), 4) if np.isfinite(x) else None
+              for k, x in confidence_summary(p_off, off, predicted, true).items()}
+        self.info["cv"] = cv
+        return cv
 
     # -- prediction ----------------------------------------------------------------------
     def predict(self, X, threshold):

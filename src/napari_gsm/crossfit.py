@@ -166,4 +166,5 @@ def cross_fits(model, samples, *, folds=None, progress=None):
     cal.diagonals = np.asarray(diagonals, np.float32)
     cal.info["folds"] = len(parts)
     cal.info["state_without_fold"] = fold_states is not None
+    cal.cross_validate()
     return cal.fit()
