@@ -104,9 +104,17 @@ def row(label, model, rec):
             f(s["nme_spearman"], "{:.3f}"),
             f"{100 * np.mean(rec['pred_nme']):.2f} / {100 * np.nanmean(true_nme):.2f}",
             f"{failed.sum()} / {most_off.sum()} / {(failed & most_off).sum()}",
+            f"{(true_nme > 0.08).sum()} ({(failed & (true_nme > 0.08)).sum()})",
             f(float(np.median(rec["conf_ms"])), "{:.2f}"),
             f(float(np.median(rec["fit_ms"])), "{:.1f}"),
             f(cal_s, "{:.1f}"), f(model.summary.get("train_seconds"), "{:.1f}")]
+
+
+def cv_cell(model):
+    """The calibration's own cross-validated AUROC / ECE on the training fits."""
+    cv = model.calibration.info.get("cv") or {}
+    f = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    return f"{f(cv.get('auroc'))} / {f(cv.get('calibration_error'))}"
 
 
 def other_cells(rec):
@@ -121,7 +129,8 @@ def other_cells(rec):
 HEADER = ["method", "test images", "off landmarks (%)", "AUROC", "caught in the 20 % least "
           "confident, % (best possible)", "ECE", "mean p_off / off share (%)",
           "Spearman NME", "predicted / true mean NME (%)",
-          "flagged failed / most off / both", "confidence ms (median)", "fit ms (median)",
+          "flagged failed / most off / both", "NME > 8 %: images (flagged failed)",
+          "confidence ms (median)", "fit ms (median)",
           "calibration s", "training s"]
 
 
@@ -132,8 +141,9 @@ def run_suite(name, args):
     base, base_path = R.base_model(name, train_s, params, not args.no_cache)
     starts = starts_for(cfg, base, test_s)
     lines = ["| " + " | ".join(HEADER) + " |", "|---" + "|---:" * (len(HEADER) - 1) + "|"]
-    head2 = ["method"] + [f"off at {100 * t:g} %: n off: AUROC / ECE" for t in OTHER_OFF]
-    lines2 = ["| " + " | ".join(head2) + " |", "|---" + "|---:" * len(OTHER_OFF) + "|"]
+    head2 = (["method"] + [f"off at {100 * t:g} %: n off: AUROC / ECE" for t in OTHER_OFF]
+             + ["training fits, cross-validated, off at 2 %: AUROC / ECE"])
+    lines2 = ["| " + " | ".join(head2) + " |", "|---" + "|---:" * (len(head2) - 1) + "|"]
     for meth in args.methods:
         if meth in FACE_ONLY and not cfg["face"]:
             continue
@@ -143,7 +153,8 @@ def run_suite(name, args):
         print(f"  [{meth}] fitted {len(test_s)} images in {time.perf_counter() - t0:.0f} s",
               flush=True)
         lines.append("| " + " | ".join(row(LABELS[meth], model, rec)) + " |")
-        lines2.append("| " + " | ".join([LABELS[meth]] + other_cells(rec)) + " |")
+        lines2.append("| " + " | ".join([LABELS[meth]] + other_cells(rec) + [cv_cell(model)])
+                      + " |")
     title = (f"### Confidence, suite `{name}`" + (" — QUICK RUN" if args.quick else "")
              + f"\n\nTrain {len(train_s)}, test {len(test_s)} images; start: "
              f"{'Viola-Jones box' if cfg['face'] else 'prior placement'}; off: farther than "

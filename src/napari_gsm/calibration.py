@@ -7,14 +7,17 @@ its features ``x`` (:func:`~napari_gsm.confidence.landmark_features`, standardis
 
 for any threshold ``t``, where ``d_i`` is landmark ``i``'s own offset (some landmarks are
 harder to place than others whatever the image): ``log e`` is logistic with location
-``(w . x + b + d_i) / beta`` and scale ``1 / beta``. So one fitted model gives the probability of being off by more than
-any threshold (the default, 2 % of the shape's bounding-box diagonal, or one a person
-sets) and the expected error ``E[e] = exp((w . x + b) / beta) (pi / beta) / sin(pi / beta)``.
+``a / beta``, ``a = w . x + b + d_i``, and scale ``1 / beta``. So one fitted model gives
+the probability of being off by more than any threshold (the default, 2 % of the shape's
+bounding-box diagonal, or one a person sets) and the expected error
+``E[e] = exp(a / beta) (pi / beta) / sin(pi / beta)``.
 
 It is fitted by logistic regression (Newton's method; a small ridge on ``w`` and ``d``,
-which keeps a landmark that was never off finite) on the
-landmarks of cross-validated fits, each row repeated at five thresholds spanning half to
-twice the default, so it is calibrated around the thresholds people use, not only at one.
+which keeps a landmark that was never off finite) on the landmarks of cross-validated
+fits, each row repeated at five thresholds spanning half to twice the default, so it is
+calibrated around the thresholds people use, not only at one. With fewer than
+:data:`MIN_IMAGES` fitted images it is not fitted (no confidence).
+
 The fits are kept in the model file (features, errors, the fitted shapes' diagonals), so
 an incremental update adds the fit of its image and refits the model
 (:meth:`Calibration.add`).
@@ -36,7 +39,7 @@ MIN_IMAGES = 4
 MAX_IMAGES = 400
 #: Thresholds, as multiples of the default, each training row is repeated at.
 THRESHOLD_STEPS = 2.0 ** np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
-#: Ridge weight on the standardised feature weights (a prior worth this many rows).
+#: Ridge weight on the standardised feature weights and the landmarks' offsets.
 RIDGE = 1.0
 #: ``beta`` is kept above this for the expected error (the mean of ``e`` needs beta > 1).
 _MIN_BETA = 1.2
