@@ -11,7 +11,13 @@ then for every next image
 
 Prints, per data set, the fraction of landmarks that needed no move with that pin-and-refit
 loop and, for comparison, when every off landmark of the first fit is moved by hand (no
-re-fit); moves per image; and the median/max time per incremental update::
+re-fit); moves per image; and the median/max time per incremental update.
+
+A second table asks what the per-landmark confidence saves: the same pin-and-refit loop by
+a person who looks only at the *flagged* landmarks of each fit (``p_off`` at least 0.5, at
+least 0.2, or the 20 % least confident), moves the off ones among them and re-fits (the
+re-fit's confidence flags anew), against one who looks at every landmark: landmarks looked
+at, moved, and off landmarks missed (off and never moved when the person stops)::
 
     .venv/bin/python benchmarks/effort.py                 # wings, ceph and faces
     .venv/bin/python benchmarks/effort.py --sets wings --threshold 0.02
@@ -41,6 +47,44 @@ SETS = {
 }
 
 
+#: Which landmarks of a fit a person looks at: name -> rule on the fit's confidence.
+INSPECT = {
+    "all": lambda c: True,
+    "p_off >= 0.5": lambda c: c.p_off >= 0.5,
+    "p_off >= 0.2": lambda c: c.p_off >= 0.2,
+    "20 % least confident": lambda c: c.p_off >= np.quantile(c.p_off, 0.8),
+}
+
+
+def inspect(model, grey, truth, tol, first, rule, per_round):
+    """Pin-and-refit by a person who looks only at the landmarks ``rule`` flags.
+
+    Each round the person looks at the flagged landmarks not yet moved, moves the
+    ``per_round`` worst off ones among them to the truth (pins) and re-fits; they stop when
+    no flagged landmark is off. Returns ``(looked at, moved, missed)``: distinct landmarks
+    looked at, landmarks moved, off landmarks left unmoved at the end.
+    """
+    v = len(truth)
+    pinned, seen = np.zeros(v, bool), np.zeros(v, bool)
+    points, conf = first.points.copy(), first.confidence
+    while True:
+        flagged = rule(conf) & ~pinned
+        seen |= flagged
+        err = np.where(flagged, np.linalg.norm(points - truth, axis=1), 0.0)
+        off = np.flatnonzero(err > tol)
+        if not len(off):
+            break
+        worst = off[np.argsort(-err[off])[:per_round]]
+        pinned[worst] = True
+        points[worst] = truth[worst]
+        if pinned.all():
+            break
+        res = model.fit(grey, "points", points=points, pinned=pinned, history=False)
+        points, conf = res.points, res.confidence
+    missed = ~pinned & (np.linalg.norm(points - truth, axis=1) > tol)
+    return int(seen.sum()), int(pinned.sum()), int(missed.sum())
+
+
 def simulate(folder, *, face, seed_n, threshold, limit, per_round):
     items = load_dataset(folder).annotated
     if limit:
@@ -51,29 +95,19 @@ def simulate(folder, *, face, seed_n, threshold, limit, per_round):
     train_s = time.perf_counter() - t0
     v = model.n_landmarks
     moves, first_look, update_ms, fit_ms = [], [], [], []
+    looks = {name: [] for name in INSPECT}
     for it in items[seed_n:]:
         grey, truth = to_grey(it.load_image()), it.points
         lo, hi = truth.min(0), truth.max(0)
         tol = threshold * np.hypot(*(hi - lo))
-        res = model.fit(grey, "auto", history=False)
+        res = model.fit(grey, "auto", history=False, off_fraction=threshold)
         fit_ms.append(res.fit_ms)
         err = np.linalg.norm(res.points - truth, axis=1)
         first_look.append(int((err > tol).sum()))
-        pinned = np.zeros(v, bool)
-        points = res.points.copy()
-        while True:
-            err = np.where(pinned, 0.0, np.linalg.norm(points - truth, axis=1))
-            off = np.flatnonzero(err > tol)
-            if not len(off):
-                break
-            worst = off[np.argsort(-err[off])[:per_round]]
-            pinned[worst] = True
-            points[worst] = truth[worst]
-            if pinned.all():
-                break
-            points = model.fit(grey, "points", points=points, pinned=pinned,
-                               history=False).points
-        moves.append(int(pinned.sum()))
+        for name, rule in INSPECT.items():
+            if name == "all" or res.confidence is not None:
+                looks[name].append(inspect(model, grey, truth, tol, res, rule, per_round))
+        moves.append(looks["all"][-1][1])
         t = time.perf_counter()
         model.update(grey, truth)
         update_ms.append((time.perf_counter() - t) * 1e3)
@@ -81,7 +115,9 @@ def simulate(folder, *, face, seed_n, threshold, limit, per_round):
     return dict(images=n, landmarks=v, no_move=1 - sum(moves) / (n * v),
                 no_move_first=1 - sum(first_look) / (n * v), moves=np.mean(moves),
                 update_med=np.median(update_ms), update_max=np.max(update_ms),
-                fit_med=np.median(fit_ms), seed_train_s=train_s)
+                fit_med=np.median(fit_ms), seed_train_s=train_s,
+                looks={k: np.asarray(x, float) for k, x in looks.items() if x},
+                off_first=np.mean(first_look))
 
 
 def main(argv=None):
@@ -114,6 +150,18 @@ def main(argv=None):
         print(f"| {name} | {r['images']} | {r['landmarks']} | {100 * r['no_move']:.1f} | "
               f"{100 * r['no_move_first']:.1f} | {r['moves']:.2f} | "
               f"{r['update_med']:.0f} / {r['update_max']:.0f} | {r['fit_med']:.1f} |")
+    print(f"\nInspecting only the flagged landmarks (confidence of each fit and re-fit); "
+          f"per image: looked at, moved, off and missed; off after the first fit\n")
+    print("| set | person looks at | looked at / image (% of landmarks) | moved / image | "
+          "missed off / image | missed (% of off in the first fit) | off in the first "
+          "fit / image |")
+    print("|---" * 7 + "|")
+    for name, r in rows:
+        for rule, x in r["looks"].items():
+            seen, moved, missed = x.mean(0)
+            share = 100 * x[:, 2].sum() / max(r["off_first"] * len(x), 1e-9)
+            print(f"| {name} | {rule} | {seen:.2f} ({100 * seen / r['landmarks']:.0f}) | "
+                  f"{moved:.2f} | {missed:.2f} | {share:.1f} | {r['off_first']:.2f} |")
 
 
 if __name__ == "__main__":

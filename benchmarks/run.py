@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from napari_gsm.evaluate import nme  # noqa: E402
 from napari_gsm.methods import METHODS, GSMParams  # noqa: E402
+from napari_gsm.crossfit import calibration_folds, cross_fits  # noqa: E402
 from napari_gsm.model import TrainParams, load_model, train  # noqa: E402
 
 #: Rows after the start row: key -> (label, features, method name, TrainParams kwargs).
@@ -109,30 +110,36 @@ def base_model(suite, samples, params, use_cache):
 
 
 def method_model(suite, name, base, base_path, samples, use_cache):
-    """``base`` turned into method ``name``; methods with their own training are cached."""
+    """``base`` turned into method ``name``, with its own state and confidence calibration
+    (on its own cross-validated fits), cached; GSM is ``base`` itself."""
     impl = METHODS[name]
-    if impl.train is None:
-        m = copy.copy(base)
-        m.method = name
-        return m, base_path
+    if name == base.method:
+        return base, base_path
     key = C.key_of({"base": base_path.name, "method": name,
                     "version": C.package_version(), "code": C.code_digest()})
     path = _model_path(suite, name, key)
     m = _cached(path, name, use_cache, " incl. the shared detectors")
     if m is not None:
         return m, path
-    log(f"  [{name}] training its own state on {len(samples)} images ...")
+    log(f"  [{name}] training its own state and calibration on {len(samples)} images ...")
     m = copy.copy(base)
     m.method = name
     m.summary = dict(base.summary)
     t0 = time.perf_counter()
-    m.state = impl.train(m, samples)
+    folds = calibration_folds(len(samples))
+    if impl.train is not None:
+        m.state = impl.train(m, samples, **({"folds": folds} if impl.train_folds else {}))
+    t_cal = time.perf_counter()
+    m.calibration = cross_fits(m, samples, folds=folds)
+    m.summary["calibration_seconds"] = round(time.perf_counter() - t_cal, 2)
     own = time.perf_counter() - t0
-    m.summary["train_seconds"] = round(float(base.summary["train_seconds"]) + own, 2)
+    # the shared part: the base's training without its own (GSM) calibration
+    shared = float(base.summary["train_seconds"]) - float(
+        base.summary.get("calibration_seconds", 0.0))
+    m.summary["train_seconds"] = round(shared + own, 2)
     m.summary["state_train_seconds"] = round(own, 2)
     m.save(path)
-    log(f"  [{name}] trained in {own:.1f} s (+ {base.summary['train_seconds']} s shared) "
-        f"-> {path.name}")
+    log(f"  [{name}] trained in {own:.1f} s (+ {shared:.1f} s shared) -> {path.name}")
     return m, path
 
 
@@ -198,10 +205,9 @@ def _box_from_start(model, start):
 
 
 # -- one suite -------------------------------------------------------------------------
-def run_suite(name, args):
+def suite_items(name, quick):
+    """A suite's ``(train, test)`` dataset items (the ``--quick`` subsets if ``quick``)."""
     cfg = SUITES[name]
-    use_cache = not args.no_cache
-    log(f"\n=== suite {name}{' (QUICK RUN)' if args.quick else ''} ===")
     if cfg["test"] is None:
         train_items, test_items = C.split_items(cfg["train"], cfg["test_fraction"], seed=0)
     else:
@@ -209,10 +215,18 @@ def run_suite(name, args):
                              key=lambda it: it.image_path.name)
         test_items = sorted(C.load_dataset(cfg["test"]).annotated,
                             key=lambda it: it.image_path.name)
-    if args.quick:
+    if quick:
         n_train, n_test = cfg["quick"]
         train_items = C.subset(train_items, n_train, seed=0)
         test_items = C.subset(test_items, n_test, seed=0)
+    return train_items, test_items
+
+
+def run_suite(name, args):
+    cfg = SUITES[name]
+    use_cache = not args.no_cache
+    log(f"\n=== suite {name}{' (QUICK RUN)' if args.quick else ''} ===")
+    train_items, test_items = suite_items(name, args.quick)
     log(f"loading {len(train_items)} training and {len(test_items)} test images ...")
     train_s = C.load_samples(train_items)
     test_s = C.load_samples(test_items)

@@ -232,6 +232,42 @@ def test_fit_json(wings, tmp_path, capsys):
         assert np.allclose(read_pts(r["output"]).shape, (12, 2))
     assert doc["totals"]["n_images"] == 2
     assert doc["totals"]["fit_ms_total"] == pytest.approx(sum(r["fit_ms"] for r in doc["images"]))
+    # each image's confidence, landmark by landmark in the order of the written .pts
+    assert doc["confidence_note"] is None
+    for r in doc["images"]:
+        c = r["confidence"]
+        assert len(c["p_off"]) == len(c["error_px"]) == 12
+        assert all(0 <= p <= 1 for p in c["p_off"]) and all(e > 0 for e in c["error_px"])
+        assert isinstance(c["nme"], float) and isinstance(c["failed"], bool)
+        pts = read_pts(r["output"])
+        assert c["threshold_px"] == pytest.approx(0.02 * np.hypot(*np.ptp(pts, 0)), rel=1e-3)
+        assert c["nme"] == pytest.approx(np.mean(c["error_px"]) / np.hypot(*np.ptp(pts, 0)),
+                                         rel=1e-3)
+    # a stricter threshold: smaller in pixels, every landmark more likely off
+    rc, stdout, _ = run(capsys, "fit", wings["model"], *images, "-o", out, "--json",
+                        "--overwrite", "--off-threshold", "0.5")
+    for r, s in zip(json.loads(stdout)["images"], doc["images"]):
+        c, d = r["confidence"], s["confidence"]
+        assert c["threshold_px"] == pytest.approx(d["threshold_px"] / 4, rel=1e-3)
+        assert all(a >= b for a, b in zip(c["p_off"], d["p_off"]))
+    with pytest.raises(SystemExit) as exc:
+        run(capsys, "fit", wings["model"], *images, "-o", out, "--off-threshold", "0")
+    assert exc.value.code == 2 and "--off-threshold" in capsys.readouterr().err
+
+
+def test_a_model_without_calibration_fits_and_says_so(wings, tmp_path, capsys):
+    from napari_gsm.io import load_model_file, save_model_file
+
+    arrays, meta = load_model_file(wings["model"])
+    old = save_model_file(tmp_path / "old.npz",
+                          {k: v for k, v in arrays.items() if not k.startswith("calib_")},
+                          {k: v for k, v in meta.items() if k != "calibration"})
+    rc, stdout, stderr = run(capsys, "fit", old, wings["test"], "-o", tmp_path / "o", "--json")
+    doc = json.loads(stdout)
+    assert rc == 0 and "retrain" in doc["confidence_note"]
+    assert all(r["confidence"] is None for r in doc["images"])
+    rc, stdout, stderr = run(capsys, "fit", old, wings["test"], "-o", tmp_path / "p")
+    assert rc == 0 and "retrain" in stderr and str(old) in stderr
 
 
 def test_boxes_override_the_start(wings, tmp_path, capsys):
@@ -410,6 +446,19 @@ def test_evaluate_json_matches_evaluate_module(wings, tmp_path, capsys):
     assert all(k.endswith("_pct") for k in doc
                if "nme" in k or k.startswith(("auc", "failure", "max_error")))
     assert doc["median_fit_ms"] == pytest.approx(np.median([r["fit_ms"] for r in doc["images"]]))
+    # the confidence against the truth
+    c = doc["confidence"]
+    assert c["off_threshold_pct"] == 2 and c["n_landmarks"] == 24
+    assert c["predicted_mean_nme_pct"] == pytest.approx(
+        np.mean([r["predicted_nme_pct"] for r in doc["images"]]))
+    n_off = sum(r["n_off"] for r in doc["images"])
+    assert c["off_share_pct"] == pytest.approx(100 * n_off / 24)
+    assert c["mean_p_off_pct"] == pytest.approx(
+        100 * np.mean([p for r in doc["images"] for p in r["confidence"]["p_off"]]), abs=0.01)
+    for r in doc["images"]:
+        pts = read_pts(r["output"])
+        assert r["predicted_nme_pct"] == pytest.approx(
+            100 * np.mean(r["confidence"]["error_px"]) / np.hypot(*np.ptp(pts, 0)), rel=1e-3)
     # pair normaliser: errors scale by diagonal / pair distance
     rc, stdout, _ = run(capsys, "evaluate", wings["model"], data, "--json", "--norm", "pair:0,1")
     pair = json.loads(stdout)
@@ -422,6 +471,7 @@ def test_evaluate_json_matches_evaluate_module(wings, tmp_path, capsys):
     assert rc == 0 and "AUC@8 %" in stdout
     assert f"mean NME        {doc['mean_nme_pct']:.3f} %" in stdout
     assert f"median NME      {doc['median_nme_pct']:.3f} %" in stdout
+    assert f"predicted NME   {c['predicted_mean_nme_pct']:.3f} %" in stdout
     # the cut-off is a percentage too: between the two images' errors, one fails
     lo, hi = sorted(r["nme_pct"] for r in doc["images"])
     rc, stdout, _ = run(capsys, "evaluate", wings["model"], data, "--json", "--max-error",
@@ -550,7 +600,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(wings, tmp_path, capsys, m
     rc, stdout, err = run(capsys, "train", wings["train"], "--method", "gsm-cr", "-o",
                           tmp_path / "cr.npz", "--json")
     assert rc == 0 and json.loads(stdout)["method"] == "gsm-cr"
-    stages = "(detectors|cascade level [1-5]/5)"
+    stages = "(detectors|cascade level [1-5]/5|confidence calibration)"
     assert all(re.fullmatch(line.format("train", stages), t) for t in err.splitlines()), err
     assert "train: detectors 8/8 (100 %)" in err and "cascade level 5/5 40/40 (100 %)" in err
     for command, args in (("fit", ("-o", tmp_path / "fits", "--json")),

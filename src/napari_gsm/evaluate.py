@@ -9,6 +9,13 @@ the failure rate is the fraction of images whose error exceeds the cut-off.
 
 An image whose error is NaN (nothing to compare, e.g. every landmark missing) counts as a
 failure in the CED, AUC and failure rate, and is left out of the mean and median.
+
+How good a confidence is (:mod:`napari_gsm.confidence`): :func:`off_landmarks` (which
+landmarks are truly off), :func:`auroc` (does the probability rank the off ones first),
+:func:`calibration_error` (do the probabilities match the frequencies), :func:`catch_rate`
+(the share of the off landmarks among the least confident ones) and
+:func:`confidence_summary`, which reports them all with the Spearman correlation of the
+predicted and true NME.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["point_errors", "normaliser", "parse_norm", "nme", "ced", "auc", "failure_rate",
-           "summarise", "EYE_CORNERS"]
+           "summarise", "EYE_CORNERS", "off_landmarks", "auroc", "calibration_error",
+           "catch_rate", "confidence_summary", "FLAG_SHARE"]
 
 #: 0-based indices of the outer eye corners in the 68-point iBUG markup.
 EYE_CORNERS = (36, 45)
@@ -212,3 +220,95 @@ def summarise(errors, max_error=0.08):
         "failure_rate": failure_rate(e, max_error),
         "n": int(e.size),
     }
+
+
+# -- confidence ------------------------------------------------------------------------
+
+#: Share of the landmarks flagged as the least confident by :func:`catch_rate`.
+FLAG_SHARE = 0.2
+
+
+def off_landmarks(pred, truth, fraction=0.02):
+    """Which landmarks are farther than ``fraction`` of the true shape's bounding-box
+    diagonal from the truth, ``(v,)`` bool (False where either is missing)."""
+    err = point_errors(pred, truth)
+    with np.errstate(invalid="ignore"):
+        return err > fraction * normaliser(truth, "diagonal")
+
+
+def auroc(scores, labels):
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half).
+
+    The probability that a random positive scores above a random negative (the
+    Mann-Whitney statistic); NaN when either class is empty.
+    """
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, float).ravel()
+    y = np.asarray(labels, bool).ravel()
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def calibration_error(probs, labels, bins=10):
+    """Expected calibration error: ``sum_b (n_b / n) |mean p_b - mean y_b|`` over ``bins``
+    equal-width bins of the probability."""
+    p = np.asarray(probs, float).ravel()
+    y = np.asarray(labels, float).ravel()
+    if p.size == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            total += sel.sum() * abs(p[sel].mean() - y[sel].mean())
+    return float(total / p.size)
+
+
+def catch_rate(scores, labels, share=FLAG_SHARE):
+    """Share of the positive ``labels`` among the ``share`` highest ``scores``.
+
+    "Flag the 20 % least confident landmarks: which share of the truly off ones is
+    caught"; NaN when there is no positive.
+    """
+    s = np.asarray(scores, float).ravel()
+    y = np.asarray(labels, bool).ravel()
+    if not y.any():
+        return float("nan")
+    k = int(round(share * s.size))
+    flagged = np.argsort(-s, kind="stable")[:k]
+    return float(y[flagged].sum() / y.sum())
+
+
+def confidence_summary(p_off, off, predicted_nme, true_nme):
+    """How well per-landmark probabilities and per-image predicted NMEs match the truth.
+
+    Parameters
+    ----------
+    p_off, off : sequences of (v,) arrays
+        Per image: each landmark's probability of being off, and whether it is.
+    predicted_nme, true_nme : (N,) array_like
+
+    Returns
+    -------
+    dict
+        ``auroc``, ``calibration_error``, ``catch_rate`` (at :data:`FLAG_SHARE`),
+        ``off_share`` (the share of off landmarks), ``mean_p_off``, ``n_landmarks``,
+        ``nme_spearman`` (Spearman correlation of predicted and true NME; NaN for fewer
+        than 3 images).
+    """
+    from scipy.stats import spearmanr
+
+    p = np.concatenate([np.ravel(a) for a in p_off]).astype(float)
+    y = np.concatenate([np.ravel(a) for a in off]).astype(bool)
+    a, b = np.asarray(predicted_nme, float), np.asarray(true_nme, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    rho = float(spearmanr(a[ok], b[ok])[0]) if ok.sum() >= 3 else float("nan")
+    return {"auroc": auroc(p, y), "calibration_error": calibration_error(p, y),
+            "catch_rate": catch_rate(p, y), "off_share": float(y.mean()) if y.size else
+            float("nan"), "mean_p_off": float(p.mean()) if p.size else float("nan"),
+            "n_landmarks": int(y.size), "nme_spearman": rho}

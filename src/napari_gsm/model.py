@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration import Calibration
+from .confidence import assess, bbox_diagonal, landmark_features
+from .crossfit import calibration_folds, cross_fits
 from .detectors import Detectors
 from .features import FeatureSpec, Pyramid, frame_patches
 from .geometry import (pose_from_shape, pose_from_similarity, shape_size, similarity_fit,
@@ -141,6 +144,10 @@ class Model:
         The method's own trained state (cascade, 3D shape model), or None.
     summary : dict
         Training-set summary stored in the model file.
+    calibration : Calibration or None
+        What turns the evidence at a fit into per-landmark confidence
+        (:mod:`napari_gsm.calibration`); None for a model file written before napari-gsm
+        calibrated it (:attr:`confidence_note` says so).
     """
 
     def __init__(self, method, shape, detectors, features, starts, landmark_names,
@@ -157,6 +164,7 @@ class Model:
         self.gsm_params = gsm_params
         self.state = state
         self.summary = summary or {}
+        self.calibration = None
         self._face_detector = None
         self._precision = None
 
@@ -170,6 +178,18 @@ class Model:
         if self._precision is None:
             self._precision = self.shape.precision
         return self._precision
+
+    @property
+    def confidence_note(self):
+        """Why fits of this model get no confidence (a sentence), or None when they do."""
+        cal = self.calibration
+        if cal is None:
+            return ("this model was saved before napari-gsm calibrated its confidence: "
+                    "retrain it to get each landmark's confidence")
+        if not cal.ready:
+            return cal.info.get("note") or (f"the confidence is calibrated on "
+                                            f"{cal.n_images} fit(s) so far; it needs 4")
+        return None
 
     @property
     def face_detector(self):
@@ -240,7 +260,8 @@ class Model:
 
     # -- fitting -----------------------------------------------------------------------
     def fit(self, image, init="auto", *, box=None, points=None, box_kind="landmarks",
-            pinned=None, history=True, warm_start=False, **method_kw):
+            pinned=None, history=True, warm_start=False, confidence=True, off_fraction=None,
+            **method_kw):
         """Place the landmarks on an image.
 
         BLAS runs on one thread during the fit (:func:`~napari_gsm._threads.one_blas_thread`).
@@ -261,6 +282,15 @@ class Model:
             (GSM and GSM 2D+3D fit at the finest target width only, GSM-CR skips its
             coarse levels, CLM runs its narrowest kernel only). Fewer iterations; a start
             farther off than the finest width reaches may not be recovered.
+        confidence : bool
+            Fill ``FitResult.confidence`` (:func:`~napari_gsm.confidence.assess`: one more
+            warp and feature read at the finest width and a solve of GSM's system, a few
+            milliseconds, reported as ``extra['confidence_ms']`` and not counted in
+            ``fit_ms``). It stays None when this is False or the model has no calibration
+            (:attr:`confidence_note`).
+        off_fraction : float, optional
+            A landmark is "off" when farther than this fraction of the fitted shape's
+            bounding-box diagonal from where it belongs (default 0.02).
 
         Returns
         -------
@@ -307,6 +337,12 @@ class Model:
         if n_faces is not None:
             result.extra["detect_ms"] = round(detect_ms, 3)
             result.extra["n_faces"] = n_faces
+        if confidence and self.calibration is not None and self.calibration.ready:
+            t_conf = time.perf_counter()
+            with one_blas_thread():
+                result.confidence = assess(self, pyramid, result.points,
+                                           off_fraction=off_fraction, pinned=pinned)
+            result.extra["confidence_ms"] = round((time.perf_counter() - t_conf) * 1e3, 3)
         return result
 
     # -- incremental update ------------------------------------------------------------
@@ -314,20 +350,35 @@ class Model:
         """Add one annotated image to the shape model and detectors, without retraining.
 
         The method's own state (a cascade, a 3D model) is left as trained: it needs the
-        whole training set, see :func:`train`.
+        whole training set, see :func:`train`. The confidence calibration stays usable and
+        learns from the image: before the image is added, the model fits it from the start
+        a fit uses when given nothing (a fit by a model that has not seen it, like the
+        calibration fits of training) and that fit's features and true errors join the
+        calibration, whose error model is refitted (:meth:`Calibration.add`).
         """
         points = np.asarray(points, float)
         if points.shape != (self.n_landmarks, 2):
             raise ValueError(f"expected ({self.n_landmarks}, 2) points, got {points.shape}")
         grey = to_grey(image)
         check_image_size(grey)
-        _accumulate(self, Pyramid(grey), points, np.random.default_rng(self.summary.get(
+        pyramid = Pyramid(grey)
+        if self.calibration is not None:
+            self._calibrate_on(pyramid, grey, points)
+        _accumulate(self, pyramid, points, np.random.default_rng(self.summary.get(
             "n_images", 0)))
         self.detectors.solve()
         self.shape.add(points)
         self._precision = None
         self.summary["n_images"] = self.summary.get("n_images", 0) + 1
         self.summary["n_updates"] = self.summary.get("n_updates", 0) + 1
+
+    def _calibrate_on(self, pyramid, grey, points):
+        """Add this model's fit of an annotated image to the calibration (:meth:`update`)."""
+        with one_blas_thread():
+            res = self.fit(grey, "auto", history=False, confidence=False)
+            X, scale = landmark_features(self, pyramid, res.points)
+            self.calibration.add(X, np.linalg.norm(res.points - points, axis=1) * scale,
+                                 bbox_diagonal(res.points) * scale)
 
     # -- files -------------------------------------------------------------------------
     def save(self, path, *, backup=True):
@@ -342,6 +393,8 @@ class Model:
         arrays.update(self.starts.to_arrays())
         if self.state is not None:
             arrays.update({f"state_{k}": v for k, v in self.state.to_arrays().items()})
+        if self.calibration is not None:
+            arrays.update(self.calibration.to_arrays())
         meta = {
             "method": self.method,
             "n_landmarks": self.n_landmarks,
@@ -351,6 +404,7 @@ class Model:
             "gsm_params": asdict(self.gsm_params),
             "state_params": self.state.params() if self.state is not None else None,
             "training_set": self.summary,
+            "calibration": None if self.calibration is None else self.calibration.params(),
         }
         return save_model_file(path, arrays, meta, backup=backup)
 
@@ -380,7 +434,7 @@ def _accumulate(model, pyramid, points, rng):
 
 
 def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=None,
-          boxes=None, progress=None, **method_kw):
+          boxes=None, progress=None, calibrate=True, **method_kw):
     """Train a model from annotated images.
 
     Parameters
@@ -405,6 +459,10 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
         ``box_kind='detector'``.
     progress : callable ``(done, total, what)``, optional
         Called as training proceeds; raising from it cancels training.
+    calibrate : bool
+        Calibrate the fits' confidence on cross-validated fits of the training images
+        (:func:`~napari_gsm.crossfit.cross_fits`; about one fit per training image, at most
+        400). Off, the model gathers a calibration from its incremental updates only.
     **method_kw
         Passed to the method's own training (e.g. cascade levels for GSM-CR).
 
@@ -492,8 +550,17 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
     # What the detectors' match at the true landmarks looks like, for fit_warnings.
     model.summary["score_ref"] = round(score_reference(model, samples), 4)
     impl = METHODS[method]
+    folds = calibration_folds(len(samples)) if calibrate else None
     if impl.train is not None:
+        if impl.train_folds and folds:
+            method_kw = {**method_kw, "folds": folds}
         model.state = impl.train(model, samples, progress=progress, **method_kw)
+    if calibrate:
+        t_cal = time.perf_counter()
+        model.calibration = cross_fits(model, samples, folds=folds, progress=progress)
+        model.summary["calibration_seconds"] = round(time.perf_counter() - t_cal, 2)
+    else:
+        model.calibration = Calibration.empty(v, source="incremental updates")
     model.summary["train_seconds"] = round(time.perf_counter() - t0, 2)
     return model
 
@@ -585,6 +652,8 @@ def load_model(path):
         gp = GSMParams(**meta["gsm_params"])
         model = Model(method, shape, det, spec, starts, meta["landmark_names"], tp, gp,
                       summary=meta.get("training_set") or {})
+        # None in files from before the calibration (Model.confidence_note says so).
+        model.calibration = Calibration.from_arrays(arrays, meta.get("calibration"))
         impl = METHODS[method]
         if impl.load is not None:
             state = {k[len("state_"):]: v for k, v in arrays.items() if k.startswith("state_")}

@@ -1,9 +1,11 @@
 """Is a fit plausible? The checks a person should see before trusting one.
 
-A fit is flagged when it did not converge, when landmarks ended outside the image, when the
-shape is far from every training shape, when the image at the fitted landmarks matches the
-detectors much worse than the training images do, or when the face detector found several
-faces (the one chosen may be the wrong one).
+A fit is flagged when its calibrated confidence says it failed (most landmarks likely off;
+:mod:`napari_gsm.confidence`, models that have a calibration), when it did not converge,
+when landmarks ended outside the image, when the shape is far from every training shape,
+when the image at the fitted landmarks matches the detectors much worse than the training
+images do, or when the face detector found several faces (the one chosen may be the wrong
+one).
 
 The image match is the mean detector response ``<I, h>`` at the landmarks at the finest
 target width: the correlation the filters were trained to make 1 at the true position and 0
@@ -19,6 +21,7 @@ import functools
 import numpy as np
 from scipy.stats import chi2
 
+from .confidence import assess
 from .features import FrameCache, Pyramid
 from .geometry import apply_similarity, pose_from_shape, similarity_fit
 from .io import to_grey
@@ -85,6 +88,8 @@ def fit_warnings(model, result, image):
     ----------
     model : Model
     result : FitResult
+        Its ``confidence`` is used when present, else computed when the model has a
+        calibration.
     image : array
         The image that was fitted (any type :func:`~napari_gsm.io.to_grey` takes).
 
@@ -94,9 +99,17 @@ def fit_warnings(model, result, image):
     """
     warnings = []
     points = np.asarray(result.points, float)
+    grey = to_grey(image)
+    conf = result.confidence
+    if conf is None:
+        conf = assess(model, Pyramid(grey), points)
+    if conf is not None and conf.failed:
+        n_off = int(round(conf.p_off.sum()))
+        warnings.append(f"it looks failed: about {n_off} of {len(points)} landmarks are "
+                        f"likely off by more than {100 * conf.off_fraction:g} % of the "
+                        "shape's bounding-box diagonal")
     if not result.converged:
         warnings.append(f"it did not converge in {result.n_iter} iterations")
-    grey = to_grey(image)
     h, w = grey.shape
     outside = ((points[:, 0] < -0.5) | (points[:, 0] > w - 0.5) | (points[:, 1] < -0.5)
                | (points[:, 1] > h - 0.5))

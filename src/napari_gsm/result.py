@@ -38,6 +38,10 @@ class FitResult:
         The starting shape.
     extra : dict
         Method-specific outputs (e.g. GSM 2D+3D head pose and 3D landmarks).
+    confidence : Confidence or None
+        How much to trust each landmark (:class:`~napari_gsm.confidence.Confidence`),
+        filled by :meth:`napari_gsm.model.Model.fit`; None when the model has no
+        calibration or the fit was asked not to compute it.
     """
 
     points: np.ndarray
@@ -51,6 +55,7 @@ class FitResult:
     init: str = ""
     start: np.ndarray = None
     extra: dict = field(default_factory=dict)
+    confidence: object = None
 
     def to_json(self):
         """A JSON-serialisable summary (points as nested lists)."""
@@ -64,4 +69,5 @@ class FitResult:
         }
         for k, val in self.extra.items():
             out[k] = val.tolist() if isinstance(val, np.ndarray) else val
+        out["confidence"] = None if self.confidence is None else self.confidence.to_json()
         return out

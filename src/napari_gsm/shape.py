@@ -138,6 +138,22 @@ class ShapeModel:
         self.shape_sumsq = self.shape_sumsq + np.outer(vec, vec)
         self._refresh()
 
+    def remove(self, shapes):
+        """Take shapes (image coordinates, ``(n, v, 2)``) out of the statistics.
+
+        The inverse of :meth:`add` for complete shapes, as a model without those images
+        (cross-validation); a missing landmark is taken out at the current mean.
+        """
+        for shape in shapes:
+            vec = to_vec(self.align(shape))
+            vec = np.where(np.isfinite(vec), vec, self.shape_sum / self.n_shapes)
+            self.n_shapes -= 1
+            self.shape_sum = self.shape_sum - vec
+            self.shape_sumsq = self.shape_sumsq - np.outer(vec, vec)
+        if self.n_shapes < 1:
+            raise ValueError("cannot take out every shape of the model")
+        self._refresh()
+
     def _refresh(self):
         n = self.n_shapes
         mean = self.shape_sum / n

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._confidence import Assessment, note, print_summary
 from ._fit import failures_error, fit_record
 from ._inputs import Starts, read_boxes
 from ._output import CLIError, output_folder, percent, print_json, warn
@@ -117,6 +118,7 @@ def cmd_train(args):
 # -- evaluate --------------------------------------------------------------------------
 
 def cmd_evaluate(args):
+    from ..confidence import OFF_FRACTION
     from ..distributed import ModelFile, connect, describe, fit_paths
     from ..evaluate import nme, normaliser, summarise
     from ..io import write_pts
@@ -136,7 +138,9 @@ def cmd_evaluate(args):
     except ValueError as exc:
         raise CLIError(f"--norm: {exc}") from None
     starts = Starts(model, args.model, args.init, args.boxes, [it.stem for it in items],
-                    args.box_kind)
+                    args.box_kind, args.off_threshold)
+    why_none = note(model, args.model, args.json)
+    assess = Assessment(args.norm, args.off_threshold or OFF_FRACTION)
     out_dir = None
     if args.output:
         out_dir = Path(args.output)
@@ -159,7 +163,8 @@ def cmd_evaluate(args):
                 out = None if out_dir is None else write_pts(out_dir / f"{it.stem}.pts", points)
                 errors[done.index] = err = nme(points, it.points, args.norm)
                 records[done.index] = {**fit_record(done, it.image_path, out),
-                                       "nme_pct": percent(err)}
+                                       "nme_pct": percent(err),
+                                       **assess.add(done.result, it.points, err)}
             progress(n, len(items), "fitting")
     if not records:
         raise failures_error(failed, args.scheduler)
@@ -176,7 +181,8 @@ def cmd_evaluate(args):
            "median_nme_pct": percent(s["median"]), "auc_pct": percent(s["auc"]),
            "failure_rate_pct": percent(s["failure_rate"]),
            "median_fit_ms": float(np.median([r["fit_ms"] for r in records])),
-           "wall_seconds": round(seconds, 3), "cluster": cluster, "images": records,
+           "wall_seconds": round(seconds, 3), "cluster": cluster,
+           "confidence": assess.summary(), "confidence_note": why_none, "images": records,
            "failed": failed}
     if args.json:
         print_json(doc)
@@ -197,3 +203,4 @@ def _print_evaluation(doc):
     print(f"  failures@{cut:<6} {doc['failure_rate_pct']:.1f} %")
     print(f"  median fit      {doc['median_fit_ms']:.1f} ms")
 
+    print_summary(doc["confidence"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._confidence import note
 from ._inputs import Starts, annotations_beside, expand_images
 from ._output import CLIError, output_folder, print_json
 from ._progress import Progress
@@ -126,7 +127,8 @@ def cmd_fit(args):
     todo, skipped = plan_fit(images, out_dir, log, model_file.digest,
                              unannotated=args.unannotated, overwrite=args.overwrite)
     starts = Starts(model_file.model, args.model, args.init, args.boxes,
-                    [p.stem for p, _ in todo], args.box_kind)
+                    [p.stem for p, _ in todo], args.box_kind, args.off_threshold)
+    why_none = note(model_file.model, args.model, args.json)
     if todo:
         output_folder(out_dir)
     records, failed, first = {}, [], None
@@ -153,13 +155,14 @@ def cmd_fit(args):
             progress(n, len(todo), "fitting")
     records = [records[i] for i in sorted(records)]
     _report(args, images, records, skipped, failed, model_file, cluster,
-            time.perf_counter() - t0, first)
+            time.perf_counter() - t0, first, why_none)
     if failed:
         raise failures_error(failed, args.scheduler)
     return 0
 
 
-def _report(args, images, records, skipped, failed, model_file, cluster, seconds, first):
+def _report(args, images, records, skipped, failed, model_file, cluster, seconds, first,
+            why_none):
     ms = np.array([r["fit_ms"] for r in records], float)
     backups = [r for r in records if r["backup"] is not None]
     refitted = [r for r in records if r["replaced"] and r["backup"] is None]
@@ -175,7 +178,8 @@ def _report(args, images, records, skipped, failed, model_file, cluster, seconds
     if args.json:
         print_json({"model": str(args.model), "method": model_file.model.method,
                     "model_sha256": model_file.digest, "cluster": cluster,
-                    "images": records, "skipped": skipped, "failed": failed, "totals": totals})
+                    "images": records, "skipped": skipped, "failed": failed, "totals": totals,
+                    "confidence_note": why_none})
         return
     out_dir = Path(args.output)
     _print_fit_table(images, records, skipped, failed)
@@ -198,7 +202,8 @@ def _print_fit_table(images, records, skipped, failed):
     why = {Path(s["image"]): s for s in skipped}
     bad = {Path(f["image"]): f for f in failed}
     width = max(len(p.stem) for p in images)
-    print(f"{'image':<{width}}  {'init':<21} {'fit ms':>8} {'iter':>5}  converged")
+    print(f"{'image':<{width}}  {'init':<21} {'fit ms':>8} {'iter':>5}  converged  "
+          "likely off")
     for p in images:
         if p in why:
             s = why[p]
@@ -210,8 +215,11 @@ def _print_fit_table(images, records, skipped, failed):
             print(f"{p.stem:<{width}}  failed: {bad[p]['error']}")
         else:
             r = rows[p]
+            c = r["confidence"]  # likely off: more likely off than not
+            off = "-" if c is None else (f"{sum(q >= 0.5 for q in c['p_off'])}"
+                                         + (" (fit failed)" if c["failed"] else ""))
             print(f"{p.stem:<{width}}  {r['init']:<21} {r['fit_ms']:8.1f} {r['n_iter']:5d}  "
-                  f"{'yes' if r['converged'] else 'no'}")
+                  f"{'yes' if r['converged'] else 'no':<9}  {off}")
 
 
 def _skipped_summary(skipped, out_dir):

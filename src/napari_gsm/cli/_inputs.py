@@ -135,10 +135,12 @@ class Starts:
     ``--init pts:DIR`` a points file for each. ``box_kind`` says what the boxes are (see
     :meth:`napari_gsm.model.Model.start`); None: a face detector's ('detector') when the
     model learned where such boxes put the shape, else the landmarks' bounding boxes.
+    ``off_fraction`` is the fits' off threshold (``Model.fit``; None: the default).
     """
 
-    def __init__(self, model, model_path, init, boxes_path, stems, box_kind=None):
-        self.model, self.init = model, init
+    def __init__(self, model, model_path, init, boxes_path, stems, box_kind=None,
+                 off_fraction=None):
+        self.model, self.init, self.off_fraction = model, init, off_fraction
         if box_kind is None:
             box_kind = "detector" if model.starts.face is not None else "landmarks"
         if box_kind == "detector" and model.starts.face is None:
@@ -188,7 +190,8 @@ class Starts:
         file, else its box, else ``--init``."""
         from ..distributed import Start
 
-        return Start(self.init, self.boxes.get(stem), self.points.get(stem), self.box_kind)
+        return Start(self.init, self.boxes.get(stem), self.points.get(stem), self.box_kind,
+                     self.off_fraction)
 
     def fit(self, image, stem):
         """Fit one image; returns ``(FitResult, start label)``."""

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ._commands import cmd_evaluate, cmd_train
+from ._confidence import add_off_threshold
 from ._demo import cmd_demo
 from ._fit import cmd_fit
 from ._inputs import init_arg, norm_arg, positive_float, positive_int
@@ -99,8 +100,10 @@ def build_parser():
                    "(each one fit did not write is kept as <stem>.pts.~N~)")
     _start_options(f)
     _cluster_options(f)
+    add_off_threshold(f)
     f.add_argument("--json", action="store_true",
-                   help="print one JSON document on stdout (fitted and skipped images)")
+                   help="print one JSON document on stdout (fitted and skipped images, each "
+                   "fit's per-landmark confidence)")
     f.set_defaults(func=cmd_fit)
 
     e = sub.add_parser("evaluate", help="fit annotated images and measure the error",
@@ -115,6 +118,7 @@ def build_parser():
                    "diagonal, pair:I,J (0-based landmarks)")
     e.add_argument("--max-error", type=positive_float, default=8.0, metavar="PCT",
                    help="AUC and failure cut-off: NME in percent (default 8)")
+    add_off_threshold(e)
     e.add_argument("-o", "--output", metavar="OUT_DIR", help="also write the fitted .pts")
     _cluster_options(e)
     e.add_argument("--json", action="store_true",

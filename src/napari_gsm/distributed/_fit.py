@@ -25,21 +25,25 @@ class Start:
     box: np.ndarray | None = None
     points: np.ndarray | None = None
     box_kind: str = "landmarks"
+    off_fraction: float | None = None  # the fit's confidence threshold (Model.fit's)
 
     def fit(self, model, image):
         """Fit ``image``; returns ``(FitResult, label)``, the label naming the start used
         (``'prior (no face found)'`` when a face model's detector found no face)."""
+        def fit(init, **kw):
+            return model.fit(image, init, history=False, off_fraction=self.off_fraction, **kw)
+
         if self.points is not None:
-            return model.fit(image, "points", points=self.points, history=False), "points"
+            return fit("points", points=self.points), "points"
         if self.box is not None:
-            res = model.fit(image, "box", box=self.box, box_kind=self.box_kind, history=False)
+            res = fit("box", box=self.box, box_kind=self.box_kind)
             return res, res.init
         if self.init == "detect":
             try:
-                return model.fit(image, "detect", history=False), "detect"
+                return fit("detect"), "detect"
             except LookupError:
-                return model.fit(image, "prior", history=False), "prior (no face found)"
-        res = model.fit(image, self.init, history=False)
+                return fit("prior"), "prior (no face found)"
+        res = fit(self.init)
         if (self.init == "auto" and res.init == "prior"
                 and model.starts.face_source == "viola-jones"):
             # auto with a face model only falls back to the prior when no face is found

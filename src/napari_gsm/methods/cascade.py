@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -74,10 +74,15 @@ class CascadeState:
         ``init`` (start kind simulated), ``heldout_error`` / ``train_error`` (mean point
         error in reference-frame pixels before the first level and after every level),
         ``coarse_levels``, ``spread``, ``noise``, ``share``, ``seed``, ``train_seconds``.
+    fold_states : list of CascadeState or None
+        Right after training with ``folds``: the cascade solved without each fold's images,
+        for the confidence calibration's cross-validated fits (:mod:`napari_gsm.crossfit`,
+        which drops them). Never saved.
     """
 
     R: np.ndarray
     info: dict
+    fold_states: list = field(default=None, repr=False, compare=False)
 
     @property
     def levels(self):
@@ -332,7 +337,7 @@ def _apply(F, R, rows, chunk=8192):
 
 def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, lam=None,
                   init="auto", seed=0, noise=0.0, spread=None, share=(0.2, 0.2),
-                  holdout=0.15, threads=1, coarse_levels=2):
+                  holdout=0.15, threads=1, coarse_levels=2, folds=None):
     """Learn the cascade (Algorithm 4).
 
     Parameters
@@ -378,6 +383,10 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
         instead of the finest, when the detectors have several widths.
     threads : int
         Worker threads for feature extraction (OpenCV and numpy release the GIL).
+    folds : list of int arrays, optional
+        Groups of indices into ``samples``. Each level's matrix is also solved without each
+        group's images (same weight and structure, the group's rows taken out of the sums
+        the ridge regression is solved from), giving ``state.fold_states``.
 
     Returns
     -------
@@ -388,7 +397,8 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
     s0, sm = shape_model.s0, shape_model.sm
     v = shape_model.n_landmarks
     M = int(perturbations)
-    samples = [s for s in samples if np.isfinite(s.points).all()]
+    kept = [i for i, s in enumerate(samples) if np.isfinite(s.points).all()]
+    samples = [samples[i] for i in kept]
     N = len(samples)
     if N == 0:
         raise ValueError("GSM-CR needs at least one fully annotated image")
@@ -406,6 +416,11 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
     fit_rows = np.flatnonzero(~hold_rows)
     ho_rows = np.flatnonzero(hold_rows)
     lam_grid = LAM_GRID if lam is None else (float(lam),)
+    new_index = {old: new for new, old in enumerate(kept)}
+    fold_rows = [np.concatenate([np.arange(new_index[i] * M, new_index[i] * M + M)
+                                 for i in f if i in new_index] or [np.zeros(0, int)])
+                 for f in (folds or [])]
+    fold_Rs = [[] for _ in fold_rows]
 
     truth = np.stack([s.points for s in samples]).astype(float)  # (N, v, 2)
     cur = np.stack([starts.simulate(s0, truth[i], samples[i].grey.shape, kind, M, rng, spread)
@@ -486,6 +501,10 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
             # Held-out samples go on with the matrix that never saw them (an honest error
             # for the next level); the stored matrix is refitted on every image.
             (R,) = (_ridge_local if local else _ridge)(G, B, N * M, (lam_rel,))
+            for rows, Rf in zip(fold_rows, fold_Rs):
+                Gf, Bf = _gram(F, dP, rows)
+                Rf.extend((_ridge_local if local else _ridge)(G - Gf, B - Bf, N * M - len(rows),
+                                                              (lam_rel,)))
             upd = _apply(F, R, all_rows)
             if n_hold:
                 upd[ho_rows] = _apply(F, R_hold, ho_rows)
@@ -504,4 +523,6 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
         if pool is not None:  # on cancel (progress raised), drop the queued images
             pool.shutdown(cancel_futures=True)
     info["train_seconds"] = round(time.perf_counter() - t_start, 2)
-    return CascadeState(R=np.stack(Rs), info=info)
+    return CascadeState(R=np.stack(Rs), info=info,
+                        fold_states=[CascadeState(R=np.stack(r), info=info) for r in fold_Rs]
+                        if folds is not None else None)
