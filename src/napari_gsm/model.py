@@ -7,9 +7,8 @@ new image, ``Model.update`` adds one accepted annotation incrementally, and
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
