@@ -1,11 +1,13 @@
 """Make ``docs/screenshot.png``: the annotation widget on the sample faces, after a fit.
 
-Copies ``sample_data/faces`` to a temporary folder, holds back one image's landmarks (the
-image to annotate), opens it with :func:`napari_gsm.ui.launch` in a 1366x768 window (a
-laptop screen), trains a HoG model with face-detector starts, fits the held-back face, drags
-two landmarks with the mouse (so pinned points show next to fitted ones), re-fits with the
-key a person presses, hovers a landmark (its name shows) and saves a screenshot of the whole
-window.
+Copies ``sample_data/faces`` to a temporary folder, holds back three images' landmarks (the
+images to annotate), opens it with :func:`napari_gsm.ui.launch` in a 1366x768 window (a
+laptop screen), trains a HoG model with face-detector starts, fits the held-back faces
+(Fit all) and orders the list worst predicted fit first, fits one face again with the key a
+person presses, drags two landmarks with the mouse (so pinned points show next to fitted
+ones), re-fits, presses J (the landmark the fit is least sure of is selected and named with
+its predicted error; the likely-off ones are larger magenta rings) and saves a screenshot of
+the whole window.
 
 Usage::
 
@@ -37,13 +39,13 @@ def main(out=None):
     from qtpy.QtWidgets import QApplication
 
     sys.path.insert(0, str(REPO / "tests" / "ui"))
-    from gui import drag, hover, key, settle  # the tests' real mouse and key events
+    from gui import drag, key, settle  # the tests' real mouse and key events
 
     from napari_gsm.ui import launch
     from napari_gsm.ui.launch import find_widget
 
     def wait(w):
-        while not (w.jobs.idle and w.training is None):
+        while not (w.jobs.idle and w.training is None and w.fit_worker is None):
             QApplication.processEvents()
             time.sleep(0.01)
         settle(10)
@@ -51,8 +53,8 @@ def main(out=None):
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "faces"
         shutil.copytree(REPO / "sample_data" / "faces", project)
-        held = project / "image_0552.pts"  # a frontal face: the detector finds it
-        held.unlink()
+        for stem in ("image_0552", "image_0697", "image_0850"):  # the detector finds these
+            (project / f"{stem}.pts").unlink()
         viewer = launch(project)
         viewer.window._qt_window.resize(*SIZE)
         w = find_widget(viewer)
@@ -61,6 +63,9 @@ def main(out=None):
         wait(w)
         if w.model is None:
             raise RuntimeError(f"training failed: {w.status_label.text()}")
+        w.fit_all()
+        wait(w)
+        w.worst_first_check.setChecked(True)
         w.show_image(w.project.stems.index("image_0552"))
         key(viewer, "G")
         wait(w)
@@ -72,7 +77,7 @@ def main(out=None):
             drag(viewer, st.points[k], st.points[k] + shift)
         key(viewer, "Shift-G")
         wait(w)
-        hover(viewer, w.project.state().points[48])
+        key(viewer, "J")
         out.parent.mkdir(parents=True, exist_ok=True)
         viewer.screenshot(path=str(out), canvas_only=False, flash=False)
         print(f"wrote {out} ({w.status_label.text()})")

@@ -12,11 +12,11 @@ import threading
 import numpy as np
 import pytest
 from gui import wait_idle
+from qtpy.QtCore import Qt
 
 from napari_gsm.io import read_pts, read_tps
 from napari_gsm.model import load_model
 from napari_gsm.ui import batch_actions
-from napari_gsm.ui import widget as widget_mod
 from napari_gsm.ui._convert import layer_to_points, points_to_layer
 from napari_gsm.ui.keys import SHORTCUTS
 from napari_gsm.ui.project import CHECKED, FITTED, PINNED
@@ -54,7 +54,7 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     # -- open: first unannotated image shown, markers in the list --------------------
     assert p.index == N_ANNOTATED
     assert w.image_layer.data.shape[:2] == p.image().shape[:2]
-    assert [w.image_list.item(i).checkState() == widget_mod.Qt.CheckState.Checked
+    assert [w.image_list.item(i).checkState() == Qt.CheckState.Checked
             for i in range(10)] == [True] * N_ANNOTATED + [False] * 7
     assert "lm1" in w.target_label.text()
     assert layer.mode == "add"
@@ -86,7 +86,7 @@ def test_annotation_loop(widget, wing_project, tmp_path, qtbot, monkeypatch):
     press(viewer, key_of("accept"))
     np.testing.assert_array_equal(read_pts(root / f"{stem}.pts"), t)  # exact round trip
     assert not draft.exists()
-    assert w.image_list.item(3).checkState() == widget_mod.Qt.CheckState.Checked
+    assert w.image_list.item(3).checkState() == Qt.CheckState.Checked
     assert p.index == 4 and len(layer.data) == 0  # no model yet: nothing fitted
 
     stem4 = stems[4]

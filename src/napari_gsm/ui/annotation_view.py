@@ -56,7 +56,7 @@ class _ImageList(QListWidget):
         self.setMinimumHeight(80)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setToolTip("\u2713 accepted \u00b7 \u270e unsaved edits \u00b7 ~ fitted \u00b7 "
-                        "\u26a0 unreadable file")
+                        "\u2717 fit looks failed \u00b7 \u26a0 unreadable file")
 
     def sizeHint(self):
         return QSize(super().sizeHint().width(), 120)
@@ -133,6 +133,11 @@ class AnnotationView(QWidget):
         self.count_label = QLabel("")
         self.count_label.setWordWrap(True)
         v.addWidget(self.count_label)
+        self.worst_first_check = QCheckBox("worst predicted fit first")
+        self.worst_first_check.setToolTip(
+            "order the list by each fit's predicted error (failed fits first): check the "
+            "worst first. The order is set when this is ticked and when Fit all ends.")
+        v.addWidget(self.worst_first_check)
         return box
 
     def _landmarks_box(self):

@@ -189,8 +189,8 @@ class BatchActions:
                 results = fit_paths(model_path, paths, client=client)
                 try:
                     for n, done in enumerate(results):
-                        points = None if done.error else done.result.points
-                        yield todo[done.index], points, done.error, n + 1, len(todo)
+                        result = None if done.error else done.result
+                        yield todo[done.index], result, done.error, n + 1, len(todo)
                 finally:  # Cancel: the generator is closed, the cluster's tasks with it
                     results.close()
 
@@ -209,7 +209,7 @@ class BatchActions:
         return self.fit_worker
 
     def _on_fitted_one(self, value):
-        i, points, problem, done, total = value
+        i, result, problem, done, total = value
         p = self.project
         if problem is not None:
             p.problems.setdefault(p.stems[i], problem)
@@ -217,7 +217,7 @@ class BatchActions:
         else:
             st = p.state(i)
             if not st.placed.any():  # someone may have started on it meanwhile
-                st.set_fit(points)
+                st.set_fit(result.points, confidence=result.confidence)
                 p.autosave(i)
                 if i == p.index:
                     self.render()
@@ -227,6 +227,8 @@ class BatchActions:
 
     def _on_fit_all_finished(self, n_todo, failed):
         self.fit_worker = None
+        if self.worst_first_check.isChecked():
+            self._fill_list()  # the new fits take their places
         self.progress_bar.setVisible(False)
         self._update_controls()
         fitted = self.progress_bar.value() - len(failed)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LANDMARK_COLOR_CYCLE", "landmark_colours", "landmark_colormap"]
+__all__ = ["LANDMARK_COLOR_CYCLE", "UNCERTAIN_COLOUR", "UNCERTAIN_SCALE", "landmark_colours", "landmark_colormap",
+           "uncertain_rgba"]
 
 LANDMARK_COLOR_CYCLE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -23,7 +24,17 @@ def _rgba(hex_colour):
     return (int(h[0:2], 16) / 255.0, int(h[2:4], 16) / 255.0, int(h[4:6], 16) / 255.0, 1.0)
 
 
+#: The ring of a fitted landmark that is likely off: a colour no landmark has, and a size.
+UNCERTAIN_COLOUR = "#ff00ff"
+UNCERTAIN_SCALE = 1.8
+
+
 _RGBA = np.array([_rgba(c) for c in LANDMARK_COLOR_CYCLE])
+
+
+def uncertain_rgba() -> np.ndarray:
+    """RGBA ``(4,)`` of :data:`UNCERTAIN_COLOUR`."""
+    return np.array(_rgba(UNCERTAIN_COLOUR))
 
 
 def landmark_colours(indices) -> np.ndarray:

@@ -158,7 +158,7 @@ class FitLayersWidget(Container):
                     self.status.value = "tracking cancelled"
                     self._busy(False)
                     return
-                fits.update({t: r.points for t, r in zip(frames, result.fits)})
+                fits.update(zip(frames, result.fits))
                 restarts = [frames[k] for k in result.restarted]
                 finish(f"tracked {len(frames)} frames from frame {frames[0]} with "
                        f"{entry.label!r}; re-started from scratch on {len(restarts)}"
@@ -180,7 +180,7 @@ class FitLayersWidget(Container):
             with lock:
                 result = model.fit(image, init, box=box, points=points,
                                    pinned=pinned if pinned is not None and pinned.any() else None)
-                return result.points, fit_warnings(model, result, image)
+                return result, fit_warnings(model, result, image)
 
         def on_result(value):
             t, out, problem, done, total = value

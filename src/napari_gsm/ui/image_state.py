@@ -5,6 +5,10 @@ Per-landmark states: ``'fitted'`` (placed by the model, free in a re-fit), ``'pi
 ``'checked'`` (read from an accepted ``.pts``; also held). A missing landmark is a NaN row
 with state ``''``. Every edit is one undo step and bumps :attr:`ImageState.version`, so a
 result computed in the background for an older version can be recognised and dropped.
+
+The last fit's confidence (:class:`FitConfidence`) stays with the image: a landmark is
+*uncertain* while it is still as fitted and likely off (:data:`UNCERTAIN`); once a person
+moves, pins or accepts it, it is theirs and no longer uncertain.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ImageState", "FITTED", "CHECKED", "PINNED", "MISSING", "STATES"]
+__all__ = ["ImageState", "FitConfidence", "FITTED", "CHECKED", "PINNED", "MISSING", "STATES",
+           "UNCERTAIN"]
 
 FITTED, CHECKED, PINNED, MISSING = "fitted", "checked", "pinned", ""
 STATES = (FITTED, CHECKED, PINNED)
@@ -23,6 +28,57 @@ MAX_UNDO = 200
 
 #: Two positions closer than this (pixels) are the same: a point that did not move.
 _SAME = 1e-9
+
+#: A fitted landmark at least this likely to be off (``p_off``) is uncertain: drawn apart
+#: and visited by the "next uncertain landmark" key. More likely off than not.
+UNCERTAIN = 0.5
+
+
+@dataclass(frozen=True)
+class FitConfidence:
+    """What a fit's confidence says about one image (from
+    :class:`napari_gsm.confidence.Confidence`, or read back from a draft).
+
+    Attributes
+    ----------
+    p_off : (v,) ndarray
+        Probability that each landmark is off by more than the model's threshold.
+    error_px : (v,) ndarray
+        Each landmark's predicted error in image pixels.
+    nme : float
+        The image's predicted normalised mean error (a fraction).
+    failed : bool
+        The fit as a whole looks failed.
+    """
+
+    p_off: np.ndarray
+    error_px: np.ndarray
+    nme: float
+    failed: bool
+
+    @classmethod
+    def of(cls, confidence):
+        """From a fit's ``confidence`` (None and a FitConfidence are returned as they are)."""
+        if confidence is None or isinstance(confidence, cls):
+            return confidence
+        return cls(np.asarray(confidence.p_off, float), np.asarray(confidence.error_px, float),
+                   float(confidence.nme), bool(confidence.failed))
+
+    def to_json(self):
+        return {"p_off": [round(float(p), 4) for p in self.p_off],
+                "error_px": [round(float(e), 3) for e in self.error_px],
+                "nme": round(self.nme, 6), "failed": self.failed}
+
+    @classmethod
+    def from_json(cls, doc, n_landmarks):
+        """Read back :meth:`to_json`; None when ``doc`` is not a record for ``n_landmarks``."""
+        try:
+            p_off = np.asarray(doc["p_off"], float)
+            error_px = np.asarray(doc["error_px"], float)
+            out = cls(p_off, error_px, float(doc["nme"]), bool(doc["failed"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return out if p_off.shape == error_px.shape == (n_landmarks,) else None
 
 
 def _same_points(a, b):
@@ -53,6 +109,8 @@ class ImageState:
         placed and no landmark was chosen.
     version : int
         Incremented by every change of ``points`` or ``states`` (edits, undo, redo, accept).
+    confidence : FitConfidence or None
+        The last fit's confidence (None: never fitted, or the model has no calibration).
     """
 
     stem: str
@@ -61,6 +119,7 @@ class ImageState:
     saved: np.ndarray | None = None
     current: int | None = 0
     version: int = 0
+    confidence: FitConfidence | None = None
     _undo: list = field(default_factory=list, repr=False)
     _redo: list = field(default_factory=list, repr=False)
 
@@ -111,6 +170,28 @@ class ImageState:
     def can_redo(self):
         return bool(self._redo)
 
+    @property
+    def uncertain(self):
+        """``(v,)`` bool: landmarks still as fitted that are likely off (:data:`UNCERTAIN`)."""
+        if self.confidence is None:
+            return np.zeros(self.n_landmarks, bool)
+        return self.placed & (self.states == FITTED) & (self.confidence.p_off >= UNCERTAIN)
+
+    @property
+    def predicted_nme(self):
+        """The last fit's predicted NME while some landmark is still as fitted, else None."""
+        if self.confidence is None or not (self.placed & (self.states == FITTED)).any():
+            return None
+        return self.confidence.nme
+
+    def next_uncertain(self, after):
+        """First uncertain landmark after index ``after`` (cyclic), or None."""
+        ks = np.flatnonzero(self.uncertain)
+        if not len(ks):
+            return None
+        later = ks[ks > after]
+        return int(later[0] if len(later) else ks[0])
+
     def next_missing(self, after):
         """First missing landmark after index ``after`` (cyclic), or None if all are placed."""
         v = self.n_landmarks
@@ -151,10 +232,11 @@ class ImageState:
         sts[k] = MISSING
         return self._commit(pts, sts)
 
-    def set_fit(self, points, keep=None):
+    def set_fit(self, points, keep=None, confidence=None):
         """Take a fit result ``(v, 2)``; landmarks in ``keep`` (bool mask) keep their state.
 
-        The others become ``'fitted'``.
+        The others become ``'fitted'``. ``confidence`` (a fit's, or a
+        :class:`FitConfidence`) replaces the last fit's.
         """
         points = np.array(points, float)
         if points.shape != self.points.shape:
@@ -162,6 +244,7 @@ class ImageState:
         keep = np.zeros(self.n_landmarks, bool) if keep is None else np.asarray(keep, bool)
         sts = np.where(keep, self.states, FITTED).astype(object)
         sts[~np.isfinite(points).all(1)] = MISSING
+        self.confidence = FitConfidence.of(confidence)
         changed = self._commit(points, sts)
         self.current = self.next_missing(-1)
         return changed

@@ -6,7 +6,10 @@ name, ``state`` one of fitted / checked / pinned, and ``label`` the text drawn b
 the name of the selected and the hovered landmarks (names of 68 landmarks drawn at once
 overlap), or every name when asked. Colours come from the plugin's one colour table
 (:mod:`.colours`). Fitted points are hollow rings in the landmark's colour, pinned ones
-filled with a white border, checked ones filled with a dark border.
+filled with a white border, checked ones filled with a dark border. A fitted landmark
+that is likely off (:attr:`~.image_state.ImageState.uncertain`) is a larger magenta ring;
+features ``p_off`` and ``error_px`` hold the last fit's confidence (NaN when there is
+none), and a fitted landmark's label adds its predicted error.
 
 Start boxes belong to one image each: the Shapes layer shows the current image's box only.
 """
@@ -17,7 +20,7 @@ import numpy as np
 
 from ..io import composite_alpha
 from ._convert import layer_to_points, points_to_layer
-from .colours import landmark_colours
+from .colours import UNCERTAIN_SCALE, landmark_colours, uncertain_rgba
 from .image_state import CHECKED, FITTED, PINNED
 
 __all__ = ["LandmarkLayers", "POINTS_NAME", "BOX_NAME"]
@@ -26,14 +29,26 @@ POINTS_NAME = "landmarks"
 BOX_NAME = "start box"
 
 
-def _features(index, names, states, labels):
+def _features(index, names, states, labels, p_off=(), error_px=()):
     """The Points layer's feature table, typed even when empty (napari checks the defaults)."""
     import pandas as pd  # a napari dependency
 
+    n = len(index)
+    p_off = np.full(n, np.nan) if len(p_off) != n else np.asarray(p_off, float)
+    error_px = np.full(n, np.nan) if len(error_px) != n else np.asarray(error_px, float)
     return pd.DataFrame({"index": pd.Series(np.asarray(index, int), dtype=int),
                          "name": pd.Series(list(names), dtype=object),
                          "state": pd.Series([str(s) for s in states], dtype=object),
-                         "label": pd.Series(list(labels), dtype=object)})
+                         "label": pd.Series(list(labels), dtype=object),
+                         "p_off": pd.Series(p_off, dtype=float),
+                         "error_px": pd.Series(error_px, dtype=float)})
+
+
+def _hint(state, p_off, error_px):
+    """A fitted landmark's predicted error, for its label ('' when there is none)."""
+    if state != FITTED or not np.isfinite(p_off):
+        return ""
+    return f"  \u00b1{error_px:.1f} px, {100 * p_off:.0f} % likely off"
 
 
 class LandmarkLayers:
@@ -54,6 +69,7 @@ class LandmarkLayers:
         self.all_names = False
         self._drawing = False
         self._hovered = None
+        self._size = 4.0  # the points' size on the current image
         self._boxes: dict[str, np.ndarray] = {}
         self._box_stem = None
         viewer.mouse_move_callbacks.append(self._on_mouse_move)
@@ -82,7 +98,8 @@ class LandmarkLayers:
 
     def _set_feature_defaults(self):
         # A clicked point arrives with index -1: "the landmark the widget asks for".
-        self.points.feature_defaults = {"index": -1, "name": "", "state": PINNED, "label": ""}
+        self.points.feature_defaults = {"index": -1, "name": "", "state": PINNED, "label": "",
+                                        "p_off": np.nan, "error_px": np.nan}
 
     def draw(self, state):
         """Draw an :class:`~.image_state.ImageState`'s landmarks."""
@@ -95,6 +112,11 @@ class LandmarkLayers:
         border = colour.copy()
         border[states == PINNED] = (1, 1, 1, 1)
         border[states == CHECKED] = (0.1, 0.1, 0.1, 1)
+        uncertain = state.uncertain[ok]
+        border[uncertain] = uncertain_rgba()
+        conf = state.confidence
+        p_off = conf.p_off[ok] if conf is not None else np.full(len(idx), np.nan)
+        error_px = conf.error_px[ok] if conf is not None else np.full(len(idx), np.nan)
         layer = self.points
         old_n = len(layer.data)
         if old_n == 0 and not len(idx):
@@ -107,11 +129,12 @@ class LandmarkLayers:
                 layer.data = points_to_layer(state.points[ok])
                 names = [self.names[k] for k in idx]
                 layer.features = _features(idx, names, states, names if self.all_names else
-                                           [""] * len(idx))
+                                           [""] * len(idx), p_off, error_px)
                 if len(idx):
                     layer.face_color = face
                     layer.border_color = border
                     layer.border_width = np.where(states == FITTED, 0.3, 0.15)
+                    layer.size = self._size * np.where(uncertain, UNCERTAIN_SCALE, 1.0)
                 self._set_feature_defaults()
                 layer.text.refresh(layer.features)
                 if old_n != len(idx):
@@ -145,6 +168,17 @@ class LandmarkLayers:
         self.viewer.layers.selection.active = self.points
         self.points.mode = "select" if complete else "add"
 
+    def focus(self, k):
+        """Select landmark ``k``'s point (select mode) and centre the view on it."""
+        rows = np.flatnonzero(np.asarray(self.points.features["index"], int) == k)
+        if not len(rows):
+            return
+        self.viewer.layers.selection.active = self.points
+        self.points.mode = "select"
+        self.points.selected_data = {int(rows[0])}
+        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
+        camera.center = tuple(self.points.data_to_world(self.points.data[rows[0]]))
+
     def selected_landmarks(self):
         sel = sorted(self.points.selected_data)
         return np.asarray(self.points.features["index"], int)[sel]
@@ -159,16 +193,15 @@ class LandmarkLayers:
         layer = self.points
         if layer is None or not len(layer.data) or len(layer.features) != len(layer.data):
             return
-        names = np.asarray(layer.features["name"], object)
-        if self.all_names:
-            labels = names.copy()
-        else:
-            labels = np.full(len(names), "", object)
-            shown = set(layer.selected_data)
-            if self._hovered is not None and self._hovered < len(names):
-                shown.add(self._hovered)
-            for i in shown:
-                labels[i] = names[i]
+        f = layer.features
+        names = np.asarray(f["name"], object)
+        shown = set(layer.selected_data)
+        if self._hovered is not None and self._hovered < len(names):
+            shown.add(self._hovered)
+        labels = names.copy() if self.all_names else np.full(len(names), "", object)
+        for i in shown:
+            labels[i] = names[i] + _hint(f["state"].iloc[i], f["p_off"].iloc[i],
+                                         f["error_px"].iloc[i])
         if list(labels) != list(layer.features["label"]):
             features = layer.features.copy()
             features["label"] = labels
@@ -205,7 +238,7 @@ class LandmarkLayers:
             layer = self.viewer.add_image(image, name=name, rgb=rgb)
             self.viewer.layers.move(self.viewer.layers.index(layer), 0)
             self.image = layer
-        size = max(4.0, 0.015 * max(image.shape[:2]))
+        size = self._size = max(4.0, 0.015 * max(image.shape[:2]))
         if self.points.current_size != size:  # each of these redraws the layer
             self.points.size = size
             self.points.current_size = size

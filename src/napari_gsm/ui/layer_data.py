@@ -154,6 +154,33 @@ def frame_image(data, rgb, t):
     return np.asarray(data[t])
 
 
+def point_confidence(data, landmark, stacked, records):
+    """Each layer point's ``p_off`` and ``error_px`` from per-frame confidence records.
+
+    Parameters
+    ----------
+    data : (n, 2) or (n, 3) array
+        Points layer data (first column the frame when ``stacked``).
+    landmark : (n,) int array
+    stacked : bool
+    records : dict
+        ``str(frame)`` -> ``{"p_off": [v], "error_px": [v]}``; frames without a record
+        give NaN.
+
+    Returns
+    -------
+    p_off, error_px : (n,) ndarrays
+    """
+    n = len(landmark)
+    p_off, error_px = np.full(n, np.nan), np.full(n, np.nan)
+    frames = np.asarray(data)[:, 0].astype(int) if stacked and n else np.zeros(n, int)
+    for i, (t, k) in enumerate(zip(frames, landmark)):
+        rec = records.get(str(int(t)))
+        if rec is not None and k < len(rec["p_off"]):
+            p_off[i], error_px[i] = rec["p_off"][k], rec["error_px"][k]
+    return p_off, error_px
+
+
 def frames_to_layer(frames, stacked):
     """Points layer data and features for landmarks by frame.
 

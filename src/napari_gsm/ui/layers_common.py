@@ -15,15 +15,19 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label
 
 from ..io import ModelFileError
-from .colours import landmark_colours
-from .layer_data import frame_count, frames_to_layer, group_by_frame
+from .colours import UNCERTAIN_SCALE, landmark_colours, uncertain_rgba
+from .image_state import UNCERTAIN
+from .layer_data import frame_count, frames_to_layer, group_by_frame, point_confidence
 from .session import SESSION, describe_model
 
 __all__ = ["wrapped_label", "follow_points", "image_frames", "current_frame", "landmarks_of", "write_fits", "pair_for",
-           "ModelPicker", "landmark_names", "FITTED_KEY", "moved_points", "model_lock"]
+           "ModelPicker", "landmark_names", "FITTED_KEY", "CONFIDENCE_KEY", "moved_points",
+           "model_lock"]
 
 #: Points layer metadata: the positions a fit gave, per frame (a person's moves differ).
 FITTED_KEY = "napari_gsm_fitted"
+#: Points layer metadata: each fitted frame's confidence (``p_off``, ``error_px`` lists).
+CONFIDENCE_KEY = "napari_gsm_confidence"
 
 
 def wrapped_label(text=""):
@@ -111,40 +115,59 @@ def moved_points(points_layer, frame, points):
 
 
 def write_fits(viewer, image_layer, fits, names, layer=None):
-    """Put fitted landmarks ``{frame: (v, 2)}`` into a Points layer (new if ``layer`` is None).
+    """Put fits ``{frame: FitResult}`` into a Points layer (new if ``layer`` is None).
 
     Frames not in ``fits`` keep their points. The layer gets the image's transform, the
     ``landmark``/``name`` features, the plugin's colours, and the fitted positions in its
-    metadata (so a later fit knows which points a person moved). Returns the layer.
+    metadata (so a later fit knows which points a person moved). With the fits' confidence,
+    features ``p_off`` and ``error_px`` (NaN without) and a likely-off landmark drawn as a
+    larger magenta ring. Returns the layer.
     """
     stacked = image_layer.ndim == 3
     frames = {}
     if layer is not None and len(layer.data):
         frames = landmarks_of(layer, image_layer, len(names)).frames
-    frames.update({int(t): np.asarray(p, float) for t, p in fits.items()})
+    frames.update({int(t): np.asarray(r.points, float) for t, r in fits.items()})
     data, ids = frames_to_layer(frames, stacked)
-    features = {"landmark": ids, "name": np.asarray([names[i] for i in ids], dtype=object)}
-    fitted = dict((layer.metadata.get(FITTED_KEY) or {}) if layer is not None else {})
-    fitted.update({str(int(t)): np.asarray(p, float).tolist() for t, p in fits.items()})
+    old = layer.metadata if layer is not None else {}
+    fitted = dict(old.get(FITTED_KEY) or {})
+    fitted.update({str(int(t)): np.asarray(r.points, float).tolist() for t, r in fits.items()})
+    records = dict(old.get(CONFIDENCE_KEY) or {})
+    for t, r in fits.items():
+        c = r.confidence
+        if c is None:
+            records.pop(str(int(t)), None)
+        else:
+            records[str(int(t))] = {"p_off": np.round(c.p_off, 4).tolist(),
+                                    "error_px": np.round(c.error_px, 3).tolist()}
+    p_off, error_px = point_confidence(data, ids, stacked, records)
+    features = {"landmark": ids, "name": np.asarray([names[i] for i in ids], dtype=object),
+                "p_off": p_off, "error_px": error_px}
+    uncertain = p_off >= UNCERTAIN  # NaN compares False
+    border = np.tile([1.0, 1.0, 1.0, 1.0], (len(ids), 1))
+    border[uncertain] = uncertain_rgba()
+    size = max(3.0, 0.012 * max(image_layer.data.shape[-2:] if not image_layer.rgb else
+                                image_layer.data.shape[-3:-1]))
+    sizes = size * np.where(uncertain, UNCERTAIN_SCALE, 1.0)
+    metadata = {"landmark_names": list(names), FITTED_KEY: fitted, CONFIDENCE_KEY: records}
     if layer is None:
         layer = viewer.add_points(
             data, ndim=data.shape[1], name=f"{image_layer.name} landmarks", features=features,
-            face_color=landmark_colours(ids) if len(ids) else "white", border_color="white",
-            border_width=0.1, size=max(3.0, 0.012 * max(image_layer.data.shape[-2:]
-                                                         if not image_layer.rgb else
-                                                         image_layer.data.shape[-3:-1])),
+            face_color=landmark_colours(ids) if len(ids) else "white",
+            border_color=border if len(ids) else "white", border_width=0.1,
+            size=sizes if len(ids) else size,
             text={"string": "{name}", "visible": False, "color": "white", "size": 8,
                   "anchor": "upper_left"},
-            scale=image_layer.scale, translate=image_layer.translate,
-            metadata={"landmark_names": list(names), FITTED_KEY: fitted})
+            scale=image_layer.scale, translate=image_layer.translate, metadata=metadata)
     else:
         with layer.events.blocker_all():
             layer.data = data
             layer.features = features
             if len(ids):
                 layer.face_color = landmark_colours(ids)
-            layer.metadata["landmark_names"] = list(names)
-            layer.metadata[FITTED_KEY] = fitted
+                layer.border_color = border
+                layer.size = sizes
+            layer.metadata.update(metadata)
             layer.text.refresh(layer.features)
         layer.refresh()
     return layer

@@ -9,7 +9,7 @@ A project is a dataset folder (images + same-stem ``.pts``) plus a hidden sideca
         .napari-gsm/
             model.npz            the model, replaced atomically after training / accepting
             drafts/img02.pts     unsaved edits of img02 (missing landmarks as ``-1 -1``)
-            drafts/img02.json    their per-landmark states
+            drafts/img02.json    their per-landmark states and the last fit's confidence
 
 Every edit of an image's landmarks goes through :class:`ImageState` (one undo step each)
 and is autosaved as a draft, so a crash or switching images loses nothing; accepting an
@@ -33,7 +33,7 @@ import numpy as np
 from ..io import (Dataset, DatasetItem, TpsSpecimen, atomic_write_text, load_dataset, read_image,
                   read_pts, write_pts, write_tps)
 from ..io.errors import ImageFileError, LandmarkFileError
-from .image_state import CHECKED, FITTED, MISSING, PINNED, STATES, ImageState
+from .image_state import CHECKED, FITTED, MISSING, PINNED, STATES, FitConfidence, ImageState
 
 __all__ = ["Project", "ImageState", "FITTED", "CHECKED", "PINNED", "MISSING", "STATES"]
 
@@ -149,6 +149,19 @@ class Project:
             return "edited"
         return "annotated" if it.points is not None else ""
 
+    def fit_confidence(self, i):
+        """Image ``i``'s unchecked fit's confidence: ``(predicted NME or None, failed)``.
+
+        None and False when the image has no fit whose landmarks are still as fitted, or
+        the model gave no confidence.
+        """
+        it = self.items[i]
+        if it.stem not in self._states and not self.draft_paths(it.stem)[0].exists():
+            return None, False
+        st = self.state(i)
+        nme = st.predicted_nme
+        return nme, nme is not None and st.confidence.failed
+
     def image(self, i=None):
         """The image array of item ``i`` (default: current); the last one is cached.
 
@@ -201,6 +214,7 @@ class Project:
                     states = np.where(ok, saved_states, MISSING).astype(object)
                     states[ok & (states == MISSING)] = PINNED
                 current = meta.get("current")
+                st.confidence = FitConfidence.from_json(meta.get("confidence") or {}, v)
             except (OSError, ValueError, KeyError, TypeError):
                 pass
             st.points, st.states = pts, states
@@ -220,7 +234,8 @@ class Project:
                 p.unlink(missing_ok=True)
             return None
         self.drafts_dir.mkdir(parents=True, exist_ok=True)
-        meta = {"states": [str(s) for s in st.states], "current": st.current}
+        meta = {"states": [str(s) for s in st.states], "current": st.current,
+                "confidence": None if st.confidence is None else st.confidence.to_json()}
         atomic_write_text(json_path, json.dumps(meta) + "\n", backup=False)
         write_pts(pts_path, st.points, backup=False, missing="negative")
         return pts_path

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QFileDialog, QInputDialog, QListWidgetItem, QMessageBox
+from qtpy.QtCore import QThreadPool, QTimer
+from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from ..io import ImageFileError, ModelFileError
 from ..model import load_model
@@ -28,6 +27,7 @@ from .context_menu import add_layer_context_items
 from .annotation_view import START_SOURCES, AnnotationView
 from .batch_actions import BatchActions
 from .guard import USER_ERRORS, guarded
+from .image_list import ImageListActions
 from .jobs import JobRunner
 from .keys import bind_keys, unbind_keys
 from .landmark_layers import LandmarkLayers
@@ -35,14 +35,11 @@ from .project import Project
 
 __all__ = ["AnnotationWidget"]
 
-# The check box says "accepted"; the mark says what else there is.
-_MARK = {"annotated": "", "edited": "\u270e ", "fitted": "~ ", "": ""}
-_BROKEN_MARK = "\u26a0 "
 #: Every name is drawn by default only up to this many landmarks (68 face names overlap).
 NAMES_SHOWN_UP_TO = 20
 
 
-class AnnotationWidget(BatchActions, AnnotationView):
+class AnnotationWidget(ImageListActions, BatchActions, AnnotationView):
     """Dock widget for the annotation loop.
 
     Parameters
@@ -68,8 +65,7 @@ class AnnotationWidget(BatchActions, AnnotationView):
         self.quality = None
         self._trained_with = None
         self._accepted_while_training: list[int] = []
-        self.image_list.currentRowChanged.connect(self._on_list_row)
-        self._updating_list = False
+        self._connect_list()
         self.names_check.toggled.connect(self.layers.set_all_names)
         bound, viewer, layers, jobs = bind_keys(self.viewer, self), self.viewer, self.layers, self.jobs
 
@@ -80,6 +76,11 @@ class AnnotationWidget(BatchActions, AnnotationView):
             for run in (self.training, self.validation):
                 if run is not None:
                     run.cancel()
+            if self.fit_worker is not None:
+                self.fit_worker.quit()
+            # A worker still running when Python exits signals through deleted Qt objects
+            # (an abort): let the cancelled ones stop first.
+            QThreadPool.globalInstance().waitForDone(10000)
 
         self.destroyed.connect(on_destroyed)
         self._update_controls()
@@ -161,11 +162,7 @@ class AnnotationWidget(BatchActions, AnnotationView):
             except (ModelFileError, ValueError) as exc:
                 model_problem = f"model not loaded ({exc})"
         self.show_path(project.root.resolve())
-        self.image_list.clear()
-        for stem in project.stems:
-            item = QListWidgetItem(stem)
-            item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-            self.image_list.addItem(item)
+        self._fill_list()
         self.layers.setup_points(project.names)
         self.names_check.setChecked(project.n_landmarks <= NAMES_SHOWN_UP_TO)
         self.layers.set_all_names(self.names_check.isChecked())
@@ -203,11 +200,6 @@ class AnnotationWidget(BatchActions, AnnotationView):
         self.model_label.setText(
             f"model: {self.model.method}, {self.model.features.kind}, "
             f"{s.get('n_images', '?')} images ({s.get('n_updates', 0)} incremental) \u2014 {how}")
-
-    def _on_list_row(self, row):
-        if not self._updating_list and self.project is not None and row >= 0 \
-                and row != self.project.index:
-            self.show_image(row)
 
     @guarded
     def show_image(self, i):
@@ -259,25 +251,6 @@ class AnnotationWidget(BatchActions, AnnotationView):
         """Unannotated images from ``i`` on, cyclically."""
         n = len(self.project)
         return [(i + d) % n for d in range(n) if not self.project.is_annotated((i + d) % n)]
-
-    def _refresh_list(self, only=None):
-        """Update the list's marks (all rows, or just row ``only``) and the counts."""
-        p = self.project
-        self._updating_list = True
-        try:
-            for i in range(len(p)) if only is None else [only]:
-                status, problem = p.status(i), p.problem(i)
-                item = self.image_list.item(i)
-                item.setText(f"{_BROKEN_MARK if problem else _MARK[status]}{p.stems[i]}")
-                item.setCheckState(Qt.CheckState.Checked if p.is_annotated(i)
-                                   else Qt.CheckState.Unchecked)
-                item.setToolTip(problem or status or "not annotated")
-                item.setForeground(QColor("#ff6b6b") if problem else self.palette().text().color())
-            self.image_list.setCurrentRow(p.index)
-        finally:
-            self._updating_list = False
-        self.count_label.setText(f"{p.n_annotated} / {len(p)} annotated  (\u2713 accepted, "
-                                 "\u270e edited, ~ fitted, \u26a0 unreadable)")
 
     # == drawing the landmarks and reading edits back ===================================
     def render(self):
@@ -343,6 +316,24 @@ class AnnotationWidget(BatchActions, AnnotationView):
 
     def toggle_names(self):
         self.names_check.setChecked(not self.names_check.isChecked())
+
+    def next_uncertain(self):
+        """Select the next landmark the last fit is unsure of and centre the view on it."""
+        if self.project is None:
+            return
+        st = self.project.state()
+        chosen = self.layers.selected_landmarks()
+        k = st.next_uncertain(int(chosen[-1]) if len(chosen) else -1)
+        if k is None:
+            self.set_status("no uncertain landmark on this image" if st.confidence is not None
+                            else "no confidence here: fit with a model trained by this version")
+            return
+        self.layers.focus(k)
+        c = st.confidence
+        n = int(st.uncertain.sum())
+        self.set_status(f"{self.project.names[k]}: predicted error {c.error_px[k]:.1f} px, "
+                        f"{100 * c.p_off[k]:.0f} % likely off ({n} uncertain on this image; "
+                        "drag it where it belongs, J for the next)")
 
     @guarded
     def undo(self):
@@ -446,7 +437,7 @@ class AnnotationWidget(BatchActions, AnnotationView):
             if self.project is not p or p.index != i or st.version != version:
                 self.set_status(f"a fit of {p.stems[i]} was dropped: you moved on or edited it")
                 return
-            st.set_fit(result.points, keep=keep)
+            st.set_fit(result.points, keep=keep, confidence=result.confidence)
             self.layers.select_mode(True)  # a drag now moves a point
             msg = (f"{what} from {result.init} in {result.fit_ms:.0f} ms "
                    f"({result.n_iter} iterations)")
