@@ -158,6 +158,22 @@ def flush_caches():
     _FLUSH += 1.0
 
 
+# -- percent ---------------------------------------------------------------------------
+def pct(fraction, decimals=2, sign=False):
+    """A fraction printed in percent, the one place the benchmarks convert.
+
+    :mod:`napari_gsm.evaluate` computes normalised errors (NME), AUCs and failure rates as
+    fractions (0.0516); the benchmarks compute in fractions too and print them, like any
+    other share, as the percentages people read ("5.16"), as the CLI does. ``decimals``
+    places (None: as few as needed, for a cut-off: 0.08 -> "8"); ``sign``: always a sign
+    (changes). "n/a" when there is no number.
+    """
+    if fraction is None or not np.isfinite(fraction):
+        return "n/a"
+    spec = ("+" if sign else "") + ("g" if decimals is None else f".{decimals}f")
+    return format(100.0 * float(fraction), spec)
+
+
 # -- rows and tables -------------------------------------------------------------------
 @dataclass
 class Row:
@@ -179,10 +195,10 @@ class Row:
         return [
             self.method,
             self.features,
-            f(s["mean"], "{:.4f}"),
-            f(s["median"], "{:.4f}"),
-            f(100 * s["auc"], "{:.1f}"),
-            f(100 * s["failure_rate"], "{:.1f}"),
+            pct(s["mean"]),
+            pct(s["median"]),
+            pct(s["auc"], 1),
+            pct(s["failure_rate"], 1),
             f(float(np.median(self.fit_ms)) if self.fit_ms else None, "{:.1f}"),
             f(float(np.mean(self.iters)) if self.iters else None, "{:.1f}"),
             f(self.train_s, "{:.1f}"),
@@ -194,13 +210,17 @@ class Row:
         return float(np.median(self.fit_ms)) if self.fit_ms else float("nan")
 
 
-HEADER = ["method", "features", "mean NME", "median NME", "AUC@0.08 (%)",
-          "failure @0.08 (%)", "median fit_ms", "mean iterations", "training s", "model MB"]
+def header(cutoff=0.08):
+    """The column names of :func:`markdown_table`."""
+    at = f"@{pct(cutoff, None)} %"
+    return ["method", "features", "mean NME (%)", "median NME (%)", f"AUC{at} (%)",
+            f"failures {at} (%)", "median fit_ms", "mean iterations", "training s", "model MB"]
 
 
 def markdown_table(rows, cutoff=0.08):
-    lines = ["| " + " | ".join(HEADER) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(HEADER))) + "|"]
+    head = header(cutoff)
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(r.cells(cutoff)) + " |")
     return "\n".join(lines)

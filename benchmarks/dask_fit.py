@@ -218,9 +218,9 @@ def table(rows, paths, n_images, n_train, args):
                   f"detector {detect_ms:.1f} ms, fit {fit_ms:.1f} ms; one worker's steady "
                   f"rate {one['steady']:.1f} images/s ({1e3 * worker_s:.0f} ms per image); "
                   f"Dask's overhead with 1 worker: "
-                  f"{100 * (one['wall'] / here['wall'] - 1):+.0f} % of the wall time "
+                  f"{C.pct(one['wall'] / here['wall'] - 1, 0, sign=True)} % of the wall time "
                   f"({one['first']:.1f} s to the first image), "
-                  f"{100 * (here['steady'] / one['steady'] - 1):+.0f} % steady; "
+                  f"{C.pct(here['steady'] / one['steady'] - 1, 0, sign=True)} % steady; "
                   f"2 workers: {here['wall'] / two['wall']:.2f}x wall, "
                   f"{two['steady'] / here['steady']:.2f}x steady; client CPU "
                   f"{1e3 * client_s:.1f} ms per image."]

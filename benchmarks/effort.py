@@ -9,7 +9,7 @@ then for every next image
    truth (which pins them) and re-fits, and repeats until no landmark is off;
 3. accept the truth and update the model incrementally (``Model.update``), timed.
 
-Prints, per data set, the fraction of landmarks that needed no move with that pin-and-refit
+Prints, per data set, the share of landmarks (in %) that needed no move with that pin-and-refit
 loop and, for comparison, when every off landmark of the first fit is moved by hand (no
 re-fit); moves per image; and the median/max time per incremental update.
 
@@ -34,16 +34,18 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import numpy as np  # noqa: E402
 
+import _common as C  # noqa: E402
 from napari_gsm import TrainParams, load_dataset, train  # noqa: E402
 from napari_gsm.io import to_grey  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {
-    "wings": dict(folder=DATA / "wings/train", face=False, limit=None),
-    "ceph": dict(folder=DATA / "ceph/train", face=False, limit=None),
-    "faces": dict(folder=DATA / "faces-300w/train", face=True, limit=310),
+    "wings": dict(folder=C.DATA / "wings/train", face=False, limit=None),
+    "ceph": dict(folder=C.DATA / "ceph/train", face=False, limit=None),
+    "faces": dict(folder=C.DATA / "faces-300w/train", face=True, limit=310),
 }
 
 
@@ -127,7 +129,8 @@ def main(argv=None):
     ap.add_argument("--per-round", type=int, default=2,
                     help="landmarks the person moves before each re-fit")
     ap.add_argument("--threshold", type=float, default=0.02,
-                    help="move a landmark farther than this x bounding-box diagonal")
+                    help="move a landmark farther than this x bounding-box diagonal "
+                         "(a fraction: 0.02 is 2 %%)")
     args = ap.parse_args(argv)
     rows = []
     for name in args.sets:
@@ -140,15 +143,16 @@ def main(argv=None):
         rows.append((name, r))
         print(f"{name}: done ({r['images']} images)", file=sys.stderr, flush=True)
     print(f"\nAnnotation effort, GSM HoG, seeded with {args.seed} images, a landmark is moved "
-          f"when farther than {args.threshold:g} x bounding-box diagonal; pin-and-refit moves "
-          f"the {args.per_round} worst, re-fits, repeats\n")
+          f"when farther than {C.pct(args.threshold, None)} % of the bounding-box diagonal; "
+          f"pin-and-refit moves the {args.per_round} worst, re-fits, repeats; no move: share "
+          "of the landmarks\n")
     head = ("| set | images after seed | landmarks | no move, pin-and-refit (%) | no move, "
             "hand-fix all (%) | moves / image | update ms (median / max) | fit ms (median) |")
     print(head)
     print("|---" * 8 + "|")
     for name, r in rows:
-        print(f"| {name} | {r['images']} | {r['landmarks']} | {100 * r['no_move']:.1f} | "
-              f"{100 * r['no_move_first']:.1f} | {r['moves']:.2f} | "
+        print(f"| {name} | {r['images']} | {r['landmarks']} | {C.pct(r['no_move'], 1)} | "
+              f"{C.pct(r['no_move_first'], 1)} | {r['moves']:.2f} | "
               f"{r['update_med']:.0f} / {r['update_max']:.0f} | {r['fit_med']:.1f} |")
     print(f"\nInspecting only the flagged landmarks (confidence of each fit and re-fit); "
           f"per image: looked at, moved, off and missed; off after the first fit\n")

@@ -211,13 +211,16 @@ def main(argv=None):
             for row, (before, after) in res.items():
                 d = after - before
                 lines.append(f"| {label} | {meth} | {row} | {len(d)} | "
-                             f"{100 * before.mean():.3f} | {100 * after.mean():.3f} | "
-                             f"{100 * d.mean():+.3f} | {100 * (d > WORSE).mean():.1f} | "
-                             f"{100 * (d < -WORSE).mean():.1f} |")
+                             f"{C.pct(before.mean(), 3)} | {C.pct(after.mean(), 3)} | "
+                             f"{C.pct(d.mean(), 3, sign=True)} | "
+                             f"{C.pct((d > WORSE).mean(), 1)} | "
+                             f"{C.pct((d < -WORSE).mean(), 1)} |")
     print("\nOne landmark pinned at its truth; mean error of the others (% of the "
-          "normaliser) before (first fit) and after\n")
+          "normaliser) before (first fit) and after; worse / better: share of the (image, k) "
+          f"pairs whose others' error changed by more than {C.pct(WORSE, None)} %\n")
     print(f"| set | method | {'row' if args.diagnose else 'variant'} | (image, k) pairs | "
-          "others before | others after | mean change | worse (%) | better (%) |")
+          "others before (%) | others after (%) | mean change (%) | worse (% of pairs) | "
+          "better (% of pairs) |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(lines))
 

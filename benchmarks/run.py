@@ -363,8 +363,8 @@ def run_suite(name, args):
         # the same rows on the faces whose start box contains the face, for comparison.
         keep = np.asarray(on_face)
         means = ", ".join(f"{rows[k].method} {rows[k].features} "
-                          f"{np.mean(np.asarray(rows[k].errors)[keep]):.4f}" for k in order)
-        lines.append(f"- mean NME on the {keep.sum()} test faces whose start box contains the "
+                          f"{C.pct(np.mean(np.asarray(rows[k].errors)[keep]))}" for k in order)
+        lines.append(f"- mean NME (%) on the {keep.sum()} test faces whose start box contains the "
                      f"face (the other {len(keep) - keep.sum()}: a wrong detection or none): "
                      + means)
     if peers:

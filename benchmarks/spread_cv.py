@@ -10,8 +10,9 @@ reference, several cascade seeds per spread because a few dozen images make one 
     .venv/bin/python benchmarks/spread_cv.py                  # wings and ceph, ~2 minutes
     .venv/bin/python benchmarks/spread_cv.py --sets wings --spreads 1.5 2 --seeds 2
 
-Prints per set and spread: the mean NME over the held-out folds for each seed, their
-average, the median and worst image, and on how many images GSM-CR beats GSM (first seed).
+Prints per set and spread, in % of the bounding-box diagonal: the mean NME over the
+held-out folds for each seed, their average, the median and worst image; and on how many
+images GSM-CR beats GSM (first seed).
 """
 
 from __future__ import annotations
@@ -75,18 +76,19 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=4, help="cascade seeds per spread")
     args = ap.parse_args(argv)
     seeds = list(range(args.seeds))
-    print("| set | spread | mean NME % per seed | average | median | worst | better than GSM |")
+    print("| set | spread | mean NME (%) per seed | average (%) | median (%) | worst (%) | "
+          "better than GSM |")
     print("|---|---|---|---|---|---|---|")
     for name in args.sets:
         e = cross_validate(SETS[name], args.spreads, seeds)
         g = e["gsm"]
-        print(f"| {name} | GSM | {100 * g.mean():.3f} | {100 * g.mean():.3f} | "
-              f"{100 * np.median(g):.3f} | {100 * g.max():.3f} | - |")
+        print(f"| {name} | GSM | {C.pct(g.mean(), 3)} | {C.pct(g.mean(), 3)} | "
+              f"{C.pct(np.median(g), 3)} | {C.pct(g.max(), 3)} | - |")
         for sp in args.spreads:
             a = e[sp]
-            per_seed = " / ".join(f"{100 * x:.3f}" for x in a.mean(1))
-            print(f"| {name} | {sp:g} | {per_seed} | {100 * a.mean():.3f} | "
-                  f"{100 * np.median(a):.3f} | {100 * a.max():.3f} | "
+            per_seed = " / ".join(C.pct(x, 3) for x in a.mean(1))
+            print(f"| {name} | {sp:g} | {per_seed} | {C.pct(a.mean(), 3)} | "
+                  f"{C.pct(np.median(a), 3)} | {C.pct(a.max(), 3)} | "
                   f"{int((a[0] < g).sum())}/{len(g)} |", flush=True)
 
 

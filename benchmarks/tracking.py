@@ -125,16 +125,16 @@ class Row:
 
     def cells(self):
         e, ms = np.asarray(self.errors), np.asarray(self.ms)
-        return [self.name, f"{e.mean():.4f}", f"{np.median(e):.4f}",
-                f"{100 * (e > FAIL).mean():.1f}", f"{np.median(ms):.2f}", f"{ms.mean():.2f}",
+        return [self.name, C.pct(e.mean()), C.pct(np.median(e)),
+                C.pct((e > FAIL).mean(), 1), f"{np.median(ms):.2f}", f"{ms.mean():.2f}",
                 f"{np.mean(self.cpu_ms):.2f}", f"{self.frames / self.wall_s:.0f}",
                 f"{self.detections} ({self.detections / self.frames:.2f})",
                 f"{self.restarts}"]
 
 
-HEADER = ["", "mean NME", "median NME", "failure @0.08 (%)", "median ms/frame",
-          "mean ms/frame", "mean CPU ms/frame", "frames/s", "detector calls (per frame)",
-          "restarts"]
+HEADER = ["", "mean NME (%)", "median NME (%)", f"failures @{C.pct(FAIL, None)} % (%)",
+          "median ms/frame", "mean ms/frame", "mean CPU ms/frame", "frames/s",
+          "detector calls (per frame)", "restarts"]
 
 
 def table(rows):
@@ -235,7 +235,8 @@ def choose(args):
              f"Load average at the end: {os.getloadavg()[0]:.1f}.", "",
              table(rows.values()), "",
              f"Tracked fits (score ratio 0), {bad.sum()} of {len(bad)} "
-             f"failed (NME > {FAIL}). How well each signal tells them (AUC, 1 = perfectly): "
+             f"failed (NME > {C.pct(FAIL, None)} %). How well each signal tells them (ROC "
+             "AUC: the probability that a failed fit scores lower than a good one): "
              + ", ".join(f"{k} {_auc(np.asarray(v, float), bad):.3f}"
                          for k, v in signals.items()) + ".",
              f"Shape distance: largest {dist.max():.1f}, the 99.9 % chi-square limit "
@@ -244,8 +245,8 @@ def choose(args):
              f"{np.percentile(dist[bad], 99) if bad.any() else float('nan'):.1f}.",
              "Score ratio below r: share of tracked fits flagged, and of those the share "
              "failed: " + ", ".join(
-                 f"{r:g}: {100 * (ratio < r).mean():.1f} % / "
-                 f"{100 * bad[ratio < r].mean() if (ratio < r).any() else float('nan'):.0f} %"
+                 f"{r:g}: {C.pct((ratio < r).mean(), 1)} % / "
+                 f"{C.pct(bad[ratio < r].mean() if (ratio < r).any() else None, 0)} %"
                  for r in (0.5, 0.6, 0.7, 0.8, 0.9)) + "."]
     return "\n".join(lines)
 

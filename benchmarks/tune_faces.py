@@ -10,8 +10,8 @@ else the box the placement maps onto the prior start). The LFPW test faces are n
     .venv/bin/python benchmarks/tune_faces.py clm           # CLM bandwidth schedules
     .venv/bin/python benchmarks/tune_faces.py cascade --variants '{"levels": 6}' ...
 
-Each experiment prints a table: mean / median NME (outer eye corners), failures at 0.08,
-median fit_ms (timings are only comparable within one run).
+Each experiment prints a table: mean / median NME in % of the outer-eye-corner distance,
+failures and AUC at 8 %, median fit_ms (timings are only comparable within one run).
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ def base_model(samples, params, gsm_params=None):
               gsm_params=gsm_params)
     path.parent.mkdir(parents=True, exist_ok=True)
     m.save(path, backup=False)
+    validation = ", ".join(f"{lam}: {C.pct(e, 3)}"
+                           for lam, e in m.summary.get("lam_validation", {}).items())
     log(f"  {m.summary['train_seconds']} s, lam {m.gsm_params.lam}, "
-        f"validation {m.summary.get('lam_validation')}")
+        f"validation error per lam (% of the shape size) {validation or 'n/a'}")
     return m
 
 
@@ -99,14 +101,18 @@ def evaluate(model, samples, boxes, **fit_kw):
     return np.array(errs), np.array(ms)
 
 
+CUTOFF = 0.08
+
+
 def row(name, errs, ms=None, extra=""):
-    s = summarise(errs, 0.08)
+    s = summarise(errs, CUTOFF)
     t = "" if ms is None else f"{np.median(ms):7.2f}"
-    return (f"| {name} | {100 * s['mean']:.3f} | {100 * s['median']:.3f} | "
-            f"{100 * s['failure_rate']:.1f} | {100 * s['auc']:.1f} | {t} | {extra} |")
+    return (f"| {name} | {C.pct(s['mean'], 3)} | {C.pct(s['median'], 3)} | "
+            f"{C.pct(s['failure_rate'], 1)} | {C.pct(s['auc'], 1)} | {t} | {extra} |")
 
 
-HEAD = ("| setting | mean NME % | median NME % | failures % | AUC % | median fit_ms | notes |\n"
+HEAD = (f"| setting | mean NME (%) | median NME (%) | failures @{C.pct(CUTOFF, None)} % (%) | "
+        f"AUC@{C.pct(CUTOFF, None)} % (%) | median fit_ms | notes |\n"
         "|---|---:|---:|---:|---:|---:|---|")
 
 
@@ -133,10 +139,11 @@ def exp_starts(args):
     from napari_gsm.init import start_error
 
     log(f"\nStart errors on {len(val)} held-out tuning faces ({sum(detected)} with a "
-        "detection containing the face): mean point error in shape sizes (mean, median, "
-        "90th percentile), and RMS of the centroid error (shape sizes), of the log size "
-        "ratio and of the angle (degrees)")
-    log("| starts | faces | mean | median | 90th pct | centroid | log size | angle |\n"
+        "detection containing the face): mean point error in % of the true shape's size "
+        "(mean, median, 90th percentile), and RMS of the centroid error (% of the shape "
+        "size), of the log size ratio and of the angle (degrees)")
+    log("| starts | faces | mean (%) | median (%) | 90th percentile (%) | centroid (%) | "
+        "log size | angle (degrees) |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, starts, keep in (("real (Viola-Jones box, placed)", real, detected),
                                ("real, all faces", real, [True] * len(val)),
@@ -147,9 +154,9 @@ def exp_starts(args):
                       for a, s in pick])
         z = np.array([start_error(a, s.points) for a, s in pick])
         rms = np.sqrt((z**2).mean(0))
-        log(f"| {name} | {len(e)} | {e.mean():.4f} | {np.median(e):.4f} | "
-            f"{np.percentile(e, 90):.4f} | {np.hypot(rms[0], rms[1]):.4f} | {rms[2]:.4f} | "
-            f"{np.degrees(rms[3]):.1f} |")
+        log(f"| {name} | {len(e)} | {C.pct(e.mean())} | {C.pct(np.median(e))} | "
+            f"{C.pct(np.percentile(e, 90))} | {C.pct(np.hypot(rms[0], rms[1]))} | "
+            f"{rms[2]:.4f} | {np.degrees(rms[3]):.1f} |")
 
 
 def exp_clm(args):

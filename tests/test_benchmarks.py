@@ -59,3 +59,25 @@ def test_the_heldout_faces_are_outside_the_tuning_faces():
     _, held = C.split_items(train, 0.1, seed=0)
     assert len(held) == 201 and len(tune) == 1811
     assert not tune & {it.image_path for it in held}
+
+
+def test_nme_like_numbers_print_in_percent():
+    """The benchmarks compute in fractions, as ``napari_gsm.evaluate`` does, and print
+    percent, as the CLI does."""
+    assert C.pct(0.0516) == "5.16"
+    assert C.pct(0.0516, 1) == "5.2"
+    assert C.pct(0.08, None) == "8"  # a cut-off in a column name
+    assert C.pct(-0.00444, 3, sign=True) == "-0.444"
+    assert C.pct(float("nan")) == C.pct(None) == "n/a"
+
+
+def test_the_results_table_is_in_percent():
+    """Errors 2, 6 and 10 % of the normaliser and one failed fit (NaN): mean and median 6 %,
+    half the images beyond 8 %, and the cumulative error curve's area up to 8 % a quarter
+    (a quarter of the images for 2-6 %, half for 6-8 %)."""
+    row = C.Row("GSM", "HoG", errors=[0.02, 0.06, 0.10, float("nan")])
+    head, _, cells = C.markdown_table([row]).splitlines()
+    values = dict(zip(head.strip("| ").split(" | "), cells.strip("| ").split(" | ")))
+    assert values["mean NME (%)"] == values["median NME (%)"] == "6.00"
+    assert values["AUC@8 % (%)"] == "25.0"
+    assert values["failures @8 % (%)"] == "50.0"
