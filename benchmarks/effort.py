@@ -154,8 +154,8 @@ def main(argv=None):
         print(f"| {name} | {r['images']} | {r['landmarks']} | {C.pct(r['no_move'], 1)} | "
               f"{C.pct(r['no_move_first'], 1)} | {r['moves']:.2f} | "
               f"{r['update_med']:.0f} / {r['update_max']:.0f} | {r['fit_med']:.1f} |")
-    print(f"\nInspecting only the flagged landmarks (confidence of each fit and re-fit); "
-          f"per image: looked at, moved, off and missed; off after the first fit\n")
+    print("\nInspecting only the flagged landmarks (confidence of each fit and re-fit); "
+          "per image: looked at, moved, off and missed; off after the first fit\n")
     print("| set | person looks at | looked at / image (% of landmarks) | moved / image | "
           "missed off / image | missed (% of off in the first fit) | off in the first "
           "fit / image |")

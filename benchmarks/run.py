@@ -377,7 +377,7 @@ def run_suite(name, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--suite", default="faces", choices=["faces", "wings", "ceph", "all"])
+    p.add_argument("--suite", default="faces", choices=[*SUITES, "all"])
     p.add_argument("--methods", nargs="+", default=list(ROWS), choices=list(ROWS),
                    help="rows to run (the start row is always shown)")
     p.add_argument("--quick", action="store_true",

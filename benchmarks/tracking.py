@@ -187,9 +187,11 @@ def _auc(score, bad):
 
 def choose(args):
     """Held-out training faces: signals of a failed tracked fit, and each re-fit rule."""
-    import napari_gsm.track  # noqa: F401  (the module; the package's ``track`` is the function)
+    import importlib
+
     from napari_gsm.quality import shape_distance, shape_distance_limit
-    T = sys.modules["napari_gsm.track"]
+    # the module: the package's ``track`` attribute is the function
+    T = importlib.import_module("napari_gsm.track")
 
     items = sorted(C.load_dataset(TRAIN).annotated, key=lambda it: it.image_path.name)
     held = set(np.random.default_rng(7).permutation(len(items))[:200].tolist())
