@@ -43,6 +43,20 @@ def test_uncertain_landmarks_are_the_likely_off_ones_still_as_fitted():
     assert not st.uncertain.any() and st.predicted_nme is None
 
 
+def test_undo_brings_back_the_confidence_of_the_fit_it_returns_to():
+    st = ImageState.empty("a", 4)
+    first, second = _confidence(4, off=(0,)), _confidence(4, off=(2, 3))
+    st.set_fit(np.arange(8.0).reshape(4, 2), confidence=first)
+    st.set_fit(np.arange(8.0).reshape(4, 2) + 1, confidence=second)
+    assert st.confidence is second and list(np.flatnonzero(st.uncertain)) == [2, 3]
+    st.undo()
+    assert st.confidence is first and list(np.flatnonzero(st.uncertain)) == [0]
+    st.redo()
+    assert st.confidence is second
+    st.set_fit(st.points, confidence=None)  # same points, a fit without confidence
+    assert st.confidence is None and not st.uncertain.any()
+
+
 def test_fit_confidence_json_round_trip_and_rejects_the_wrong_size():
     c = _confidence(5, off=(2,), nme=0.0375, failed=True)
     back = FitConfidence.from_json(c.to_json(), 5)

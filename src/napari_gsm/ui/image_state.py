@@ -28,6 +28,7 @@ MAX_UNDO = 200
 
 #: Two positions closer than this (pixels) are the same: a point that did not move.
 _SAME = 1e-9
+_KEEP = object()  # "the confidence as it is" (None means: the fit has none)
 
 #: A fitted landmark at least this likely to be off (``p_off``) is uncertain: drawn apart
 #: and visited by the "next uncertain landmark" key. More likely off than not.
@@ -203,16 +204,22 @@ class ImageState:
 
     # -- edits (each one undo step) ----------------------------------------------------
     def _push(self):
-        self._undo.append((self.points.copy(), self.states.copy(), self.current))
+        self._undo.append(self._snapshot())
         del self._undo[:-MAX_UNDO]
         self._redo.clear()
 
-    def _commit(self, points, states):
-        """Record an edit if it changes anything; returns whether it did."""
-        if _same_points(points, self.points) and np.array_equal(states, self.states):
+    def _snapshot(self):
+        return self.points.copy(), self.states.copy(), self.current, self.confidence
+
+    def _commit(self, points, states, confidence=_KEEP):
+        """Record an edit if it changes anything; returns whether it did. A fit passes its
+        ``confidence`` (None: it has none), a person's edit keeps the last fit's."""
+        confidence = self.confidence if confidence is _KEEP else confidence
+        if _same_points(points, self.points) and np.array_equal(states, self.states) \
+                and confidence is self.confidence:
             return False
         self._push()
-        self.points, self.states = points, states
+        self.points, self.states, self.confidence = points, states, confidence
         self.version += 1
         return True
 
@@ -244,8 +251,7 @@ class ImageState:
         keep = np.zeros(self.n_landmarks, bool) if keep is None else np.asarray(keep, bool)
         sts = np.where(keep, self.states, FITTED).astype(object)
         sts[~np.isfinite(points).all(1)] = MISSING
-        self.confidence = FitConfidence.of(confidence)
-        changed = self._commit(points, sts)
+        changed = self._commit(points, sts, FitConfidence.of(confidence))
         self.current = self.next_missing(-1)
         return changed
 
@@ -316,8 +322,8 @@ class ImageState:
         """Pop a snapshot from ``source``, pushing the current one onto ``other``."""
         if not source:
             return False
-        other.append((self.points.copy(), self.states.copy(), self.current))
-        self.points, self.states, self.current = source.pop()
+        other.append(self._snapshot())
+        self.points, self.states, self.current, self.confidence = source.pop()
         self.version += 1
         return True
 
