@@ -32,12 +32,17 @@ def _confidence(v, off=(), nme=0.01, failed=False):
 
 def test_uncertain_landmarks_are_the_likely_off_ones_still_as_fitted():
     st = ImageState.empty("a", 6)
-    st.set_fit(np.arange(12.0).reshape(6, 2), confidence=_confidence(6, off=(1, 4)))
+    c = _confidence(6, off=(1, 4))
+    c.p_off[4] = 0.95  # the least confident
+    c.p_off[2] = 0.3
+    st.set_fit(np.arange(12.0).reshape(6, 2), confidence=c)
     assert list(np.flatnonzero(st.uncertain)) == [1, 4]
-    assert st.next_uncertain(-1) == 1 and st.next_uncertain(1) == 4
-    assert st.next_uncertain(4) == 1  # cyclic
+    assert list(st.doubt_order()) == [4, 1, 2, 0, 3, 5]  # ties in landmark order
+    assert st.next_to_check(-1) == 4 and st.next_to_check(4) == 1
+    assert st.next_to_check(1) == 2 and st.next_to_check(5) == 4  # cyclic
     st.set_point(1, (50.0, 50.0))  # a person moved it: theirs now
     assert st.states[1] == PINNED and list(np.flatnonzero(st.uncertain)) == [4]
+    assert 1 not in st.doubt_order() and st.next_to_check(4) == 2
     assert st.predicted_nme == 0.01
     st.set_fit(st.points, keep=np.ones(6, bool), confidence=None)  # a fit without confidence
     assert not st.uncertain.any() and st.predicted_nme is None
@@ -162,13 +167,16 @@ def test_j_jumps_to_each_uncertain_landmark_and_a_drag_settles_it(trained, qtbot
     wait_idle(qtbot, w)
     _camera(viewer).zoom *= 4  # zoomed in: the view has to move to show the landmark
     idx = np.asarray(layer.features["index"], int)
-    for expected in (3, 9, 3):
+    # The two likely off first, then the next least confident (ties: landmark order), and
+    # back: 3, 9, 0, 1, 2, 4, ... 11, 3.
+    order = [3, 9] + [k for k in range(12) if k not in (3, 9)] + [3]
+    for expected in order:
         key(viewer, "J")
         (row,) = layer.selected_data
         assert idx[row] == expected
         np.testing.assert_allclose(_camera(viewer).center[-2:], layer.data[row], atol=1e-6)
         assert w.project.names[expected] in w.status_label.text()
-    # Dragging landmark 3 (centred on the canvas now) makes it the person's: J goes to 9 only.
+    # Dragging landmark 3 (centred on the canvas now) makes it the person's: J skips it.
     st = w.project.state()
     xy = st.points[3].copy()
     drag(viewer, xy, xy + 3.0)
@@ -177,9 +185,9 @@ def test_j_jumps_to_each_uncertain_landmark_and_a_drag_settles_it(trained, qtbot
     assert not np.isclose(layer.border_color[idx == 3], uncertain_rgba()).all()
     layer.selected_data = set()
     key(viewer, "J")
-    key(viewer, "J")
     (row,) = layer.selected_data
     assert np.asarray(layer.features["index"], int)[row] == 9
+    assert "least confident #1" in w.status_label.text()
 
 
 def test_the_list_sorts_worst_first_and_marks_failed_fits(trained, qtbot):

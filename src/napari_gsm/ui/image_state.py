@@ -185,13 +185,22 @@ class ImageState:
             return None
         return self.confidence.nme
 
-    def next_uncertain(self, after):
-        """First uncertain landmark after index ``after`` (cyclic), or None."""
-        ks = np.flatnonzero(self.uncertain)
-        if not len(ks):
+    def doubt_order(self):
+        """The landmarks still as fitted, least confident first (highest ``p_off``; ties
+        in landmark order); empty without confidence."""
+        if self.confidence is None:
+            return np.zeros(0, int)
+        ks = np.flatnonzero(self.placed & (self.states == FITTED))
+        return ks[np.argsort(-self.confidence.p_off[ks], kind="stable")]
+
+    def next_to_check(self, after):
+        """The landmark to check after landmark ``after`` in :meth:`doubt_order` (cyclic;
+        the least confident when ``after`` is not in it), or None."""
+        order = self.doubt_order()
+        if not len(order):
             return None
-        later = ks[ks > after]
-        return int(later[0] if len(later) else ks[0])
+        at = np.flatnonzero(order == after)
+        return int(order[(at[0] + 1) % len(order)] if len(at) else order[0])
 
     def next_missing(self, after):
         """First missing landmark after index ``after`` (cyclic), or None if all are placed."""

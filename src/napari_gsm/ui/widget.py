@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from qtpy.QtCore import QThreadPool, QTimer
 from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
@@ -318,22 +320,23 @@ class AnnotationWidget(ImageListActions, BatchActions, AnnotationView):
         self.names_check.setChecked(not self.names_check.isChecked())
 
     def next_uncertain(self):
-        """Select the next landmark the last fit is unsure of and centre the view on it."""
+        """Select the next fitted landmark to check, least confident first, and centre the
+        view on it."""
         if self.project is None:
             return
         st = self.project.state()
         chosen = self.layers.selected_landmarks()
-        k = st.next_uncertain(int(chosen[-1]) if len(chosen) else -1)
+        k = st.next_to_check(int(chosen[-1]) if len(chosen) else -1)
         if k is None:
-            self.set_status("no uncertain landmark on this image" if st.confidence is not None
+            self.set_status("no fitted landmark left to check" if st.confidence is not None
                             else "no confidence here: fit with a model trained by this version")
             return
         self.layers.focus(k)
         c = st.confidence
-        n = int(st.uncertain.sum())
+        rank = int(np.flatnonzero(st.doubt_order() == k)[0]) + 1
         self.set_status(f"{self.project.names[k]}: predicted error {c.error_px[k]:.1f} px, "
-                        f"{100 * c.p_off[k]:.0f} % likely off ({n} uncertain on this image; "
-                        "drag it where it belongs, J for the next)")
+                        f"{100 * c.p_off[k]:.0f} % likely off (least confident #{rank}; "
+                        f"{int(st.uncertain.sum())} likely off on this image; J for the next)")
 
     @guarded
     def undo(self):
