@@ -112,8 +112,7 @@ class FitActions:
             raise exc
         self.set_status(str(exc), error=True)
 
-
-    def next_uncertain(self):
+    def next_to_check_landmark(self):
         """Select the next fitted landmark to check, least confident first, and centre the
         view on it."""
         if self.project is None:

@@ -37,7 +37,7 @@ SHORTCUTS = (
     Shortcut("G", "fit", "fit the landmarks (start from the chosen source)"),
     Shortcut("Shift-G", "refit", "re-fit the free landmarks, pinned ones held"),
     Shortcut("K", "toggle_pin", "pin / unpin the selected landmarks"),
-    Shortcut("J", "next_uncertain", "next fitted landmark to check, least confident first"),
+    Shortcut("J", "next_to_check_landmark", "next fitted landmark to check, least confident first"),
     Shortcut("Shift-Enter", "accept", "accept: save .pts, update the model, go on"),
     Shortcut("Control-Z", "undo", "undo a landmark edit"),
     Shortcut("Control-Shift-Z", "redo", "redo"),
