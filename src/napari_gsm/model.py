@@ -7,9 +7,9 @@ new image, ``Model.update`` adds one accepted annotation incrementally, and
 
 from __future__ import annotations
 
-import json
+import copy
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,18 +19,19 @@ from .calibration import Calibration
 from .confidence import assess, bbox_diagonal, landmark_features
 from .crossfit import calibration_folds, cross_fits
 from .detectors import Detectors
-from .features import FeatureSpec, Pyramid, frame_patches
-from .geometry import (pose_from_shape, pose_from_similarity, shape_size, similarity_fit,
-                       to_base_mesh)
+from .features import FeatureSpec, Pyramid
+from .geometry import shape_size
 from .init import BOX_KINDS, FaceDetector, StartModel, start_from_box, start_from_points
 from .io import Dataset, load_dataset, load_model_file, save_model_file, to_grey
 from ._threads import one_blas_thread
 from .io.errors import ModelFileError
 from .methods import METHODS, GSMParams
-from .methods.gsm import REFIT_SCALE_DEFAULT, fit_gsm
+from .methods.gsm import REFIT_SCALE_DEFAULT
 from .quality import score_reference
 from .refit import choose_refit_scale
 from .shape import ShapeModel
+from .training import (InProcess, Sample, accumulate, add_sums, detector_sums,
+                       empty_detectors, gather_rows, lam_errors)
 
 __all__ = ["Model", "TrainParams", "train", "load_model", "Sample", "check_image_size",
            "MIN_IMAGE_SIDE"]
@@ -72,17 +73,12 @@ class TrainParams:
                             reverse=True))
 
 
-@dataclass
-class Sample:
-    """One annotated training image (grey, float32) with its ``(v, 2)`` landmarks."""
+def _as_samples(data, load=True):
+    """Annotated samples from a dataset, folder, list of those, or (image, points) pairs.
 
-    name: str
-    grey: np.ndarray
-    points: np.ndarray
-
-
-def _as_samples(data):
-    """Annotated samples from a dataset, folder, list of those, or (image, points) pairs."""
+    With ``load`` False the images of datasets are not read (their samples keep the path;
+    :meth:`Sample.image` reads it where the work runs), and images in memory are refused.
+    """
     if isinstance(data, (str, Path, Dataset)):
         data = [data]
     out, names = [], None
@@ -92,16 +88,23 @@ def _as_samples(data):
         if isinstance(entry, Dataset):
             names = names or entry.landmark_names
             for item in entry.annotated:
-                out.append(Sample(str(item.image_path), to_grey(item.load_image()),
-                                  np.asarray(item.points, float)))
+                grey = to_grey(item.load_image()) if load else None
+                out.append(Sample(str(item.image_path), grey, np.asarray(item.points, float),
+                                  path=item.image_path, index=len(out)))
         else:
+            if not load:
+                raise ValueError("training on a Dask cluster needs the images as files (the "
+                                 "workers read them): give datasets or folders, not images "
+                                 "in memory")
             image, points = entry
-            out.append(Sample(f"image {len(out)}", to_grey(image), np.asarray(points, float)))
+            out.append(Sample(f"image {len(out)}", to_grey(image), np.asarray(points, float),
+                              index=len(out)))
     if not out:
         raise ValueError("no annotated images to train on")
     v = out[0].points.shape[0]
     for s in out:
-        check_image_size(s.grey, s.name)
+        if s.grey is not None:
+            check_image_size(s.grey, s.name)
         if s.points.shape != (v, 2):
             raise ValueError(f"{s.name}: {s.points.shape[0]} landmarks, expected {v}")
     return out, names
@@ -117,11 +120,6 @@ def check_image_size(grey, name=None):
     if min(h, w) < MIN_IMAGE_SIDE:
         raise ValueError(f"{name + ': ' if name else ''}image too small to fit: {w}x{h} pixels "
                          f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} needed)")
-
-
-def _progress(progress, done, total, what):
-    if progress is not None:
-        progress(done, total, what)
 
 
 class Model:
@@ -171,6 +169,19 @@ class Model:
     @property
     def n_landmarks(self):
         return self.shape.n_landmarks
+
+    def __getstate__(self):
+        # OpenCV's face detector does not pickle (a worker of a cluster makes its own).
+        return {**self.__dict__, "_face_detector": None}
+
+    def for_workers(self, sums=False):
+        """A shallow copy to send to a cluster's workers: the detectors' filters without
+        their statistics (which fits do not need), or with them when ``sums``."""
+        out = copy.copy(self)
+        if self.detectors is not None and not sums:
+            out.detectors = (self.detectors.for_fitting() if self.detectors.filters is not None
+                             else None)
+        return out
 
     @property
     def precision(self):
@@ -364,7 +375,7 @@ class Model:
         pyramid = Pyramid(grey)
         if self.calibration is not None:
             self._calibrate_on(pyramid, grey, points)
-        _accumulate(self, pyramid, points, np.random.default_rng(self.summary.get(
+        accumulate(self, pyramid, points, np.random.default_rng(self.summary.get(
             "n_images", 0)))
         self.detectors.solve()
         self.shape.add(points)
@@ -409,32 +420,8 @@ class Model:
         return save_model_file(path, arrays, meta, backup=backup)
 
 
-def _accumulate(model, pyramid, points, rng):
-    """Add the aligned training patches of one image (plus jittered copies) to the detectors."""
-    sm, s0 = model.shape.sm, model.shape.s0
-    theta = pose_from_shape(points, s0, sm)
-    poses = [theta]
-    if model.train_params.jitter:
-        centres = to_base_mesh(points, theta, sm)
-        c = np.nanmean(centres, 0)
-    for _ in range(model.train_params.jitter):
-        # The same landmarks seen at a slightly wrong rotation and scale of the pose, so
-        # the detectors also answer when the pose is a little off during fitting.
-        ang, k = rng.normal(0, 0.08), np.exp(rng.normal(0, 0.06))
-        R = k * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
-        poses.append(pose_from_similarity(*similarity_fit(points, (centres - c) @ R.T + c), sm))
-    ok = np.isfinite(points).all(1)
-    pts = np.where(ok[:, None], points, 0.0)
-    for th in poses:
-        patches = frame_patches(pyramid, pts, th, sm, model.shape.frame_shape, model.features)
-        if not ok.all():
-            # A missing landmark contributes no patch: feed zeros (no energy, no target).
-            patches[~ok] = 0
-        model.detectors.accumulate(patches)
-
-
 def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=None,
-          boxes=None, progress=None, calibrate=True, **method_kw):
+          boxes=None, progress=None, calibrate=True, client=None, **method_kw):
     """Train a model from annotated images.
 
     Parameters
@@ -463,22 +450,42 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
         Calibrate the fits' confidence on cross-validated fits of the training images
         (:func:`~napari_gsm.crossfit.cross_fits`; about one fit per training image, at most
         400). Off, the model gathers a calibration from its incremental updates only.
+    client : distributed.Client, optional
+        Train on that Dask cluster's workers (:func:`napari_gsm.distributed.connect` makes
+        one): they read the images (``data`` must be datasets or folders, seen by the
+        workers at the same paths) and return their parts' sums, which are added here; no
+        image is read in this process. None: everything runs here. Both give the same
+        model, up to the order of floating-point sums.
     **method_kw
         Passed to the method's own training (e.g. cascade levels for GSM-CR).
 
     Returns
     -------
     Model
+
+    Raises
+    ------
+    napari_gsm.distributed.ClusterError
+        With a client, when the cluster cannot finish (workers kept dying on a part).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
     params = params or TrainParams()
     gsm_params = gsm_params or GSMParams()
-    samples, names = _as_samples(data)
+    samples, names = _as_samples(data, load=client is None)
     v = samples[0].points.shape[0]
     names = list(landmark_names or names or [str(i + 1) for i in range(v)])
     if len(names) != v:
         raise ValueError(f"{len(names)} landmark names for {v} landmarks")
+    if params.face_detector and boxes is not None:
+        raise ValueError("give either the face detector or a detector's boxes, not both: "
+                         "each learns where its boxes put the shape")
+    if client is None:
+        runner = InProcess(progress)
+    else:
+        from .distributed import OnCluster
+
+        runner = OnCluster(client, progress)
     t0 = time.perf_counter()
     shapes = np.stack([s.points for s in samples])
     rng = np.random.default_rng(params.seed)
@@ -493,53 +500,49 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
                              # extent plus a little room; features outside cost time.
                              margin=params.feature_spec().extent + 0.2 * params.ref_size)
     spec = params.feature_spec()
-    det = Detectors.empty(v, spec.patch, spec.channels, sigmas=params.sigmas_px(),
-                          stride=spec.stride, reg=params.reg)
-    face_boxes = None
-    if params.face_detector and boxes is not None:
-        raise ValueError("give either the face detector or a detector's boxes, not both: "
-                         "each learns where its boxes put the shape")
-    if params.face_detector:
-        face_boxes = np.full((len(samples), 4), np.nan)
-        fd = FaceDetector()
-    elif boxes is not None:
-        face_boxes = _given_boxes(samples, boxes)
-    face_source = "viola-jones" if params.face_detector else "boxes"
-    model = Model(method, shape, det, spec, None, names, params, gsm_params,
+    model = Model(method, shape, None, spec, None, names, params, gsm_params,
                   summary={"n_images": len(samples)})
-    done = 0
-
-    def add_images(indices):
-        nonlocal done
-        for k in indices:
-            _accumulate(model, Pyramid(samples[k].grey), samples[k].points, rng)
-            if params.face_detector:
-                face_boxes[k] = _matching_face(fd.detect(samples[k].grey), samples[k].points)
-            done += 1
-            _progress(progress, done, len(samples), "detectors")
-
-    add_images(fit_idx)
+    # The detectors' sums of the images fitted to and of the held-out ones, apart: the
+    # held-out images join the model once lam is chosen.
+    light = runner.put(model)
+    det, held_det = empty_detectors(model), empty_detectors(model)
+    face_boxes = (_given_boxes(samples, boxes) if boxes is not None
+                  else np.full((len(samples), 4), np.nan) if params.face_detector else None)
+    for idx, into in ((fit_idx, det), (held, held_det)):
+        parts = runner.parts([samples[k] for k in idx])
+        handles = runner.map(detector_sums, [(p, light, params.face_detector) for p in parts],
+                             "detectors", len(samples), done=len(fit_idx) if into is held_det
+                             else 0)
+        for part, sums in zip(parts, runner.results(handles)):
+            add_sums(into, sums)
+            for smp, size, box in zip(part, sums.sizes, sums.face_boxes):
+                smp.size = size
+                if params.face_detector:
+                    face_boxes[smp.index] = box
+    model.detectors = det
+    face_source = "viola-jones" if params.face_detector else "boxes"
+    sizes = [s.size for s in samples]
     if held:
         det.solve()
-        model.starts = StartModel.train(shape.s0, shapes, [s.grey.shape for s in samples],
-                                        face_boxes, face_source)
-        model.gsm_params = replace(gsm_params, lam=choose_lam(
-            model, [samples[k] for k in held], rng))
+        model.starts = StartModel.train(shape.s0, shapes, sizes, face_boxes, face_source)
+        held_samples = [samples[k] for k in held]
+        model.gsm_params = replace(gsm_params, lam=choose_lam(model, held_samples, rng,
+                                                              runner=runner))
         if gsm_params.refit_scale is None:
             # its own generator, so the rest of training draws what it drew before
             model.gsm_params = replace(model.gsm_params, refit_scale=choose_refit_scale(
-                model, [samples[k] for k in held], np.random.default_rng(params.seed)))
-        add_images(held)
+                model, held_samples, np.random.default_rng(params.seed), runner=runner))
+        add_sums(det, held_det)
         for k in held:
             shape.add(samples[k].points)
+    del held_det
     det.solve()
     model._precision = None
     if model.gsm_params.lam is None:  # too few images to hold any out
         model.gsm_params = replace(gsm_params, lam=LAM_DEFAULT)
     if model.gsm_params.refit_scale is None:
         model.gsm_params = replace(model.gsm_params, refit_scale=REFIT_SCALE_DEFAULT)
-    model.starts = StartModel.train(shape.s0, shapes, [s.grey.shape for s in samples],
-                                    face_boxes, face_source)
+    model.starts = StartModel.train(shape.s0, shapes, sizes, face_boxes, face_source)
     model.summary.update({
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "images": [Path(s.name).name for s in samples][:5000],
@@ -548,16 +551,17 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
         else int(np.isfinite(face_boxes).all(1).sum()),
     })
     # What the detectors' match at the true landmarks looks like, for fit_warnings.
-    model.summary["score_ref"] = round(score_reference(model, samples), 4)
+    model.summary["score_ref"] = round(score_reference(model, samples, runner=runner), 4)
     impl = METHODS[method]
     folds = calibration_folds(len(samples)) if calibrate else None
     if impl.train is not None:
         if impl.train_folds and folds:
             method_kw = {**method_kw, "folds": folds}
-        model.state = impl.train(model, samples, progress=progress, **method_kw)
+        model.state = impl.train(model, samples, progress=progress, runner=runner, **method_kw)
     if calibrate:
         t_cal = time.perf_counter()
-        model.calibration = cross_fits(model, samples, folds=folds, progress=progress)
+        model.calibration = cross_fits(model, samples, folds=folds, progress=progress,
+                                       runner=runner)
         model.summary["calibration_seconds"] = round(time.perf_counter() - t_cal, 2)
     else:
         model.calibration = Calibration.empty(v, source="incremental updates")
@@ -569,7 +573,7 @@ LAM_GRID = (0.025, 0.05, 0.1, 0.2, 0.4)
 LAM_DEFAULT = 0.1  # when there are too few images (< 12) to hold some out
 
 
-def choose_lam(model, held, rng, grid=LAM_GRID):
+def choose_lam(model, held, rng, grid=LAM_GRID, runner=None):
     """The shape prior weight that fits held-out images best.
 
     How much to trust the detectors against the shape prior depends on the landmark set,
@@ -578,17 +582,17 @@ def choose_lam(model, held, rng, grid=LAM_GRID):
     ``lam`` of the grid from a start erring like the start a fit uses without a box or
     points (the detector box's, else the prior placement's;
     :meth:`~napari_gsm.init.StartModel.simulate`, which GSM-CR trains on too), and the
-    ``lam`` with the lowest mean error, in shape sizes, wins.
+    ``lam`` with the lowest mean error, in shape sizes, wins. The starts are drawn here
+    from ``rng``; the fits run where ``runner`` runs them (default: here).
     """
-    starts = [model.starts.simulate(model.shape.s0, smp.points, smp.grey.shape, "auto", 1,
+    runner = runner or InProcess()
+    starts = [model.starts.simulate(model.shape.s0, smp.points, smp.size, "auto", 1,
                                     rng)[0] for smp in held]
-    errors = []
-    for lam in grid:
-        params = replace(model.gsm_params, lam=lam)
-        err = [np.nanmean(np.linalg.norm(
-            fit_gsm(model, Pyramid(smp.grey), st, params=params, history=False).points
-            - smp.points, axis=1)) / shape_size(smp.points) for smp, st in zip(held, starts)]
-        errors.append(np.mean(err))
+    handle = runner.put(model)
+    parts = runner.parts(list(zip(held, starts)))
+    errors = gather_rows(runner, runner.map(
+        lam_errors, [([s for s, _ in p], handle, [st for _, st in p], grid) for p in parts],
+        "choosing the shape prior weight", len(held))).mean(0)
     model.summary["lam_validation"] = {f"{lam:g}": round(float(e), 5)
                                        for lam, e in zip(grid, errors)}
     return float(grid[int(np.argmin(errors))])
@@ -618,15 +622,6 @@ def _given_boxes(samples, boxes):
         raise ValueError(f"{samples[k].name}: box {out[k].tolist()} must have x1 > x0 and "
                          "y1 > y0")
     return out
-
-
-def _matching_face(boxes, points):
-    """The detected box that contains the shape's centroid (largest first), or NaNs."""
-    c = np.nanmean(points, 0)
-    for b in boxes:
-        if b[0] <= c[0] <= b[2] and b[1] <= c[1] <= b[3]:
-            return b
-    return np.full(4, np.nan)
 
 
 def load_model(path):
