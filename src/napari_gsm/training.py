@@ -96,7 +96,7 @@ class InProcess:
 the object itself), ``map(func, jobs, what)`` runs ``func(*job)`` for every job and returns
     handles to the results (``what`` names the stage for ``progress(done, total, what)``,
     ``done`` counts what was done before, ``items`` how many images the jobs cover),
-    ``results(handles)`` yields the results in order.
+    ``results(handles)`` yields the results in order, ``close()`` releases what was put.
     """
 
     def __init__(self, progress=None):
@@ -122,6 +122,9 @@ the object itself), ``map(func, jobs, what)`` runs ``func(*job)`` for every job 
 
     def results(self, handles):
         return iter(handles)
+
+    def close(self):
+        pass
 
 
 def _tick(tick):

@@ -53,6 +53,7 @@ class OnCluster:
         self.progress = progress
         self._batch = uuid.uuid4().hex[:8]
         self._n = 0
+        self._put = []
 
     def parts(self, samples):
         """``samples`` in contiguous parts, :data:`PARTS_PER_THREAD` per worker thread."""
@@ -70,7 +71,18 @@ class OnCluster:
 
         if isinstance(obj, Model):
             obj = obj.for_workers(sums)
-        return self.client.scatter([obj], broadcast=True, hash=False)[0]
+        future = self.client.scatter([obj], broadcast=True, hash=False)[0]
+        self._put.append(future)
+        return future
+
+    def close(self):
+        """Release what :meth:`put` sent, so a long-lived cluster does not keep it."""
+        for future in self._put:
+            try:
+                future.release()
+            except Exception:  # the client or the cluster is already gone
+                pass
+        self._put = []
 
     def map(self, func, jobs, what=None, total=None, done=0, items=None):
         """Submit ``func(*job)`` for every job; returns their futures (``items``: how many
