@@ -26,7 +26,7 @@ from .quality import score_reference
 from .refit import choose_refit_scale
 from .shape import ShapeModel
 from .training import (InProcess, Sample, add_sums, detector_sums, empty_detectors,
-                       gather_rows, lam_errors)
+                       grid_errors, lam_errors)
 
 __all__ = ["train", "choose_lam", "LAM_GRID", "LAM_DEFAULT"]
 
@@ -207,14 +207,10 @@ def choose_lam(model, held, rng, grid=LAM_GRID, runner=None):
     ``lam`` with the lowest mean error, in shape sizes, wins. The starts are drawn here
     from ``rng``; the fits run where ``runner`` runs them (default: here).
     """
-    runner = runner or InProcess()
     starts = [model.starts.simulate(model.shape.s0, smp.points, smp.size, "auto", 1,
                                     rng)[0] for smp in held]
-    handle = runner.put(model)
-    parts = runner.parts(list(zip(held, starts)))
-    errors = gather_rows(runner, runner.map(
-        lam_errors, [([s for s, _ in p], handle, [st for _, st in p], grid) for p in parts],
-        "choosing the shape prior weight", len(held))).mean(0)
+    errors = grid_errors(runner, lam_errors, model, held, starts, grid,
+                         "choosing the shape prior weight")
     model.summary["lam_validation"] = {f"{lam:g}": round(float(e), 5)
                                        for lam, e in zip(grid, errors)}
     return float(grid[int(np.argmin(errors))])
@@ -262,8 +258,9 @@ def _as_samples(data, load=True):
             names = names or entry.landmark_names
             for item in entry.annotated:
                 grey = to_grey(item.load_image()) if load else None
+                # absolute: a cluster's workers need not share this process's folder
                 out.append(Sample(str(item.image_path), grey, np.asarray(item.points, float),
-                                  path=item.image_path, index=len(out)))
+                                  path=Path(item.image_path).absolute(), index=len(out)))
         else:
             if not load:
                 raise ValueError("training on a Dask cluster needs the images as files (the "

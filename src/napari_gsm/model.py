@@ -2,7 +2,8 @@
 
 ``train`` (:mod:`napari_gsm.learning`, re-exported here) builds a :class:`Model` from
 annotated images, ``Model.fit`` places landmarks on a new image, ``Model.update`` adds one
-accepted annotation incrementally, and ``Model.save`` / :func:`load_model` use the versioned ``.npz`` + JSON model file (no pickle).
+accepted annotation incrementally, and ``Model.save`` / :func:`load_model` use the
+versioned ``.npz`` + JSON model file (no pickle).
 """
 
 from __future__ import annotations

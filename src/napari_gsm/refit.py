@@ -30,17 +30,13 @@ def choose_refit_scale(model, held, rng, grid=REFIT_SCALES, runner=None):
     default: here). The scale with the lowest mean error of the other landmarks, in shape
     sizes, wins; the errors are kept in ``model.summary['refit_validation']``.
     """
-    from .training import InProcess, gather_rows, refit_errors
+    from .training import grid_errors, refit_errors
 
-    runner = runner or InProcess()
     per_image = -(-CASES // max(len(held), 1))
     pins = [rng.permutation(np.flatnonzero(np.isfinite(smp.points).all(1)))[:per_image]
             for smp in held]
-    handle = runner.put(model)
-    parts = runner.parts(list(zip(held, pins)))
-    errors = gather_rows(runner, runner.map(
-        refit_errors, [([s for s, _ in p], handle, [k for _, k in p], grid) for p in parts],
-        "choosing the re-fit scale", len(held))).mean(0)
+    errors = grid_errors(runner, refit_errors, model, held, pins, grid,
+                         "choosing the re-fit scale")
     model.summary["refit_validation"] = {f"{s:g}": round(float(e), 5)
                                          for s, e in zip(grid, errors)}
     return float(grid[int(np.argmin(errors))])

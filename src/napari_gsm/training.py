@@ -27,7 +27,7 @@ from .geometry import pose_from_shape, pose_from_similarity, shape_size, similar
 from .init import FaceDetector
 
 __all__ = ["Sample", "InProcess", "image_rng", "detector_sums", "lam_errors",
-           "refit_errors", "response_scores"]
+           "refit_errors", "response_scores", "grid_errors"]
 
 
 @dataclass
@@ -278,3 +278,15 @@ def gather_rows(runner, handles):
     """The parts' results, in order, stacked into one array (rows of all parts)."""
     rows = list(runner.results(handles))
     return np.concatenate([np.asarray(r, float) for r in rows]) if rows else np.zeros(0)
+
+
+def grid_errors(runner, step, model, held, per_image, grid, what):
+    """The mean over all rows of ``step(part, model, per_image_of_part, grid)`` (one of
+    :func:`lam_errors`, :func:`refit_errors`), run on parts of the held-out samples:
+    the mean error of every setting of ``grid``, ``(len(grid),)``."""
+    runner = runner or InProcess()
+    handle = runner.put(model)
+    parts = runner.parts(list(zip(held, per_image)))
+    return gather_rows(runner, runner.map(
+        step, [([s for s, _ in p], handle, [x for _, x in p], grid) for p in parts],
+        what, len(held))).mean(0)
