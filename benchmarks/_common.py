@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,3 +227,47 @@ def markdown_table(rows, cutoff=0.08):
     for r in rows:
         lines.append("| " + " | ".join(r.cells(cutoff)) + " |")
     return "\n".join(lines)
+
+
+def run_measured(cmd, env, mark=None):
+    """Run a command (a subprocess, as a user runs it) and measure it.
+
+    Returns a dict: ``wall`` seconds, ``rss_mb`` the command's own peak RSS (its process:
+    with ``--workers`` the local cluster's scheduler runs in it, the workers do not),
+    ``tree_mb`` the peak RSS of it and its children together, ``cpu`` its CPU seconds,
+    ``cpu_at_mark`` its CPU seconds when ``mark()`` first returned True (None if never),
+    and ``stdout``. Raises RuntimeError with the end of stderr if the command fails.
+    """
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    ps = psutil.Process(proc.pid)
+    peak = {"client": 0, "tree": 0, "cpu": 0.0, "cpu_at_mark": None}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                rss = ps.memory_info().rss
+                cpu = ps.cpu_times()
+                tree = rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+            except psutil.Error:
+                break
+            peak["client"] = max(peak["client"], rss)
+            peak["tree"] = max(peak["tree"], tree)
+            peak["cpu"] = cpu.user + cpu.system
+            if peak["cpu_at_mark"] is None and mark is not None and mark():
+                peak["cpu_at_mark"] = peak["cpu"]
+            stop.wait(0.02)
+
+    watcher = threading.Thread(target=sample)
+    watcher.start()
+    stdout, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    stop.set()
+    watcher.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{err.decode()[-2000:]}")
+    return {"wall": wall, "rss_mb": peak["client"] / 2**20, "tree_mb": peak["tree"] / 2**20,
+            "cpu": peak["cpu"], "cpu_at_mark": peak["cpu_at_mark"], "stdout": stdout}

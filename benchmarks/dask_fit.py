@@ -27,8 +27,6 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -76,42 +74,12 @@ def run_fit(cmd, out, env):
     """Run one fit command writing to ``out``; wall seconds, the client's peak RSS (MB),
     its CPU seconds per image after the first one was written (start-up excluded), the
     peak RSS of the whole process tree (MB), and the command's JSON."""
-    import psutil
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    ps = psutil.Process(proc.pid)
-    peak = {"client": 0, "tree": 0, "cpu": 0.0, "cpu_first": None}
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            try:
-                rss = ps.memory_info().rss
-                cpu = ps.cpu_times()
-                tree = rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-            except psutil.Error:
-                break
-            peak["client"] = max(peak["client"], rss)
-            peak["tree"] = max(peak["tree"], tree)
-            peak["cpu"] = cpu.user + cpu.system
-            if peak["cpu_first"] is None and out.is_dir() and any(out.glob("*.pts")):
-                peak["cpu_first"] = peak["cpu"]
-            stop.wait(0.02)
-
-    watcher = threading.Thread(target=sample)
-    watcher.start()
-    stdout, err = proc.communicate()
-    wall = time.perf_counter() - t0
-    stop.set()
-    watcher.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.decode()[-2000:]}")
-    doc = json.loads(stdout)
+    run = C.run_measured(cmd, env, mark=lambda: out.is_dir() and any(out.glob("*.pts")))
+    doc = json.loads(run["stdout"])
     n = doc["totals"]["n_images"]
-    cpu = (peak["cpu"] - peak["cpu_first"]) / (n - 1) if peak["cpu_first"] is not None \
-        else float("nan")
-    return wall, peak["client"] / 2**20, cpu, peak["tree"] / 2**20, doc
+    cpu = ((run["cpu"] - run["cpu_at_mark"]) / (n - 1) if run["cpu_at_mark"] is not None
+           else float("nan"))
+    return run["wall"], run["rss_mb"], cpu, run["tree_mb"], doc
 
 
 def baseline_tree(rev):

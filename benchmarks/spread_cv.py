@@ -2,7 +2,7 @@
 
 GSM-CR learns each level from virtual starts drawn like the real ones; for prior starts
 their spread is ``spread`` x the prior placement's measured spread
-(:data:`napari_gsm.methods.cascade.SPREAD`). This script is the measurement behind its
+(:data:`napari_gsm.methods.cascade_train.SPREAD`). This script is the measurement behind its
 default: 5-fold cross-validation on the *training* part of the wings and X-ray suites (the
 benchmark's test images are never read), GSM fitted from the same prior starts for
 reference, several cascade seeds per spread because a few dozen images make one seed noisy::
@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 import _common as C  # noqa: E402
 from napari_gsm.evaluate import nme  # noqa: E402
-from napari_gsm.methods.cascade import train_cascade  # noqa: E402
+from napari_gsm.methods.cascade_train import train_cascade  # noqa: E402
 from napari_gsm.model import TrainParams, train  # noqa: E402
 
 SETS = {"wings": C.DATA / "wings/train", "ceph": C.DATA / "ceph/train"}

@@ -6,6 +6,7 @@ that render Image layers use ``make_napari_viewer(show=True)`` under Xvfb (``bas
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -44,3 +45,20 @@ def wings_copy(tmp_path) -> Path:
     dest = tmp_path / "wings"
     shutil.copytree(SAMPLE_DATA / "wings", dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A Dask client of a LocalCluster with 2 worker processes x 1 thread, shared by the
+    distributed tests; a task fails once 2 workers died running it (instead of Dask's 4),
+    to keep those tests short."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(lc)
+    yield client
+    client.close()
+    lc.close()

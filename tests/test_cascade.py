@@ -13,7 +13,8 @@ from napari_gsm.features import (FeatureSpec, Pyramid, feature_map, preprocess_p
                                  sample_patches)
 from napari_gsm.methods import METHODS
 from napari_gsm.responses import FeatureReader
-from napari_gsm.methods.cascade import CascadeState, load_cascade, train_cascade
+from napari_gsm.methods.cascade import CascadeState, load_cascade
+from napari_gsm.methods.cascade_train import train_cascade
 from napari_gsm.methods.gsm import fit_gsm
 from napari_gsm.model import Sample, TrainParams, load_model, train
 
@@ -235,7 +236,8 @@ def test_residual_noise_option(model, data):
 
 
 def test_local_ridge_reads_only_each_landmarks_own_features():
-    from napari_gsm.methods.cascade import _gram, _ridge, _ridge_local
+    from napari_gsm.methods.cascade_parts import _gram
+    from napari_gsm.methods.cascade_train import _ridge, _ridge_local
 
     # Updates that depend on each landmark's own six features only (plus a bias): the local
     # ridge recovers the coefficients and is exactly zero elsewhere; the full one is not.

@@ -333,7 +333,7 @@ def test_a_model_from_before_the_calibration_loads_and_says_it_has_none(calibrat
 
 def test_gsm_cr_calibrates_on_cascades_without_the_fold(data):
     from napari_gsm.crossfit import calibration_folds
-    from napari_gsm.methods.cascade import train_cascade
+    from napari_gsm.methods.cascade_train import train_cascade
 
     model = train(data[:16], "gsm-cr", params=TrainParams(features="grey"), perturbations=8)
     cal = model.calibration

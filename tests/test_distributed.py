@@ -10,7 +10,6 @@ middle resumes where it stopped; and nothing of Dask is imported when it is not 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -37,22 +36,6 @@ WINGS = REPO / "sample_data" / "wings"
 STREAM_DEADLINE = 180
 
 pytestmark = pytest.mark.skipif(not WINGS.is_dir(), reason="sample_data/wings not present")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A client of a LocalCluster with 2 worker processes x 1 thread; a task fails once 2
-    workers died running it (instead of Dask's 4), to keep that test short."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR)
-        client = Client(lc)
-    yield client
-    client.close()
-    lc.close()
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,7 @@ def test_choose_lam_fits_from_starts_that_err_like_measured_ones(monkeypatch):
     read the residuals in box widths as shape sizes: starts 2.5x too easy)."""
     from types import SimpleNamespace
 
+    import napari_gsm.methods.gsm as G
     import napari_gsm.model as M
     from napari_gsm.methods import GSMParams
     from napari_gsm.result import FitResult
@@ -154,7 +155,7 @@ def test_choose_lam_fits_from_starts_that_err_like_measured_ones(monkeypatch):
         used.append(np.array(start))
         return FitResult(points=np.array(start), n_iter=0, converged=True, fit_ms=0.0)
 
-    monkeypatch.setattr(M, "fit_gsm", record)
+    monkeypatch.setattr(G, "fit_gsm", record)  # the held-out fits (training.lam_errors)
     model = SimpleNamespace(shape=SimpleNamespace(s0=TEMPLATE), starts=sm,
                             gsm_params=GSMParams(), summary={})
     held = [M.Sample(str(k), np.zeros((8, 8), np.float32), s) for k, s in

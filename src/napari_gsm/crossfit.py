@@ -7,11 +7,12 @@ multiply the training time, but the detectors' statistics (``S``, ``b``, ``n`` o
 :class:`~napari_gsm.detectors.Detectors`) and the shape model's (sums of aligned shape
 vectors) are sums over images: the model without a fold is the full model minus the
 fold's contribution. The fold's patches are accumulated into empty statistics exactly as
-training accumulated them and subtracted, and the filters re-solved: the same detectors a
-training on the other images gives (with ``TrainParams.jitter`` the jittered copies are
-drawn anew, so then only nearly the same). The shape model takes the fold's shapes out
-(:meth:`~napari_gsm.shape.ShapeModel.remove`), the prior placement is learned again from
-the other images.
+training accumulated them (jittered copies too: each image draws from its own generator,
+:func:`~napari_gsm.training.image_rng`) and subtracted, and the filters re-solved: the same
+detectors a training on the other images gives. The shape model takes the fold's shapes
+out (:meth:`~napari_gsm.shape.ShapeModel.remove`), the prior placement is learned again
+from the other images' landmarks and sizes. Each fold is one job (:func:`fold_fits`), run
+here or on a Dask worker, which reads the fold's images.
 
 GSM-CR's cascade is downdated too: its training is told the folds
 (:func:`calibration_folds`) and solves each level's regression once more without each
@@ -37,41 +38,39 @@ from .confidence import bbox_diagonal, landmark_features
 from .detectors import Detectors
 from .features import Pyramid
 from .init import StartModel
+from .training import InProcess, accumulate, image_rng, indexed
 
-__all__ = ["fold_out", "cross_fits", "calibration_folds", "FOLDS"]
+__all__ = ["fold_out", "fold_fits", "cross_fits", "calibration_folds", "FOLDS"]
 
 #: Folds of the calibration images (leave-one-out below this many images).
 FOLDS = 10
 
 
-def fold_out(model, fold, others=None, rng=None):
+def fold_out(model, fold, starts=None):
     """A copy of ``model`` trained without the samples ``fold`` (by downdating).
 
     Parameters
     ----------
     model : napari_gsm.model.Model
+        With its detectors' statistics.
     fold : list of Sample
-        Training samples to take out (grey, points).
-    others : list of Sample, optional
-        The remaining training samples, to learn the prior placement from (None: keep
-        the model's).
-    rng : numpy Generator, optional
-        For jittered training patches (``TrainParams.jitter``).
+        Training samples to take out (their images are read here).
+    starts : StartModel, optional
+        The start model learned without the fold (:func:`fold_starts`; None: keep the
+        model's).
 
     Returns
     -------
     napari_gsm.model.Model
         Sharing nothing mutable with ``model``; its calibration is None.
     """
-    from .model import _accumulate  # the same patches training accumulated
-
-    rng = np.random.default_rng(0) if rng is None else rng
     det = model.detectors
     v, L, Lr, D, _ = det.S.shape
     acc = copy.copy(model)
     acc.detectors = Detectors.empty(v, L, D, sigmas=det.sigmas, stride=det.stride, reg=det.reg)
-    for smp in fold:
-        _accumulate(acc, Pyramid(smp.grey), smp.points, rng)
+    for smp in indexed(fold):
+        accumulate(acc, Pyramid(smp.image()), smp.points,
+                   image_rng(model.train_params.seed, smp.index))
     out = copy.copy(model)
     out.detectors = replace(det, S=det.S - acc.detectors.S, b=det.b - acc.detectors.b,
                             n=det.n - acc.detectors.n, filters=None).solve()
@@ -80,15 +79,47 @@ def fold_out(model, fold, others=None, rng=None):
     out._precision = None
     out.calibration = None
     out.summary = dict(model.summary)
-    full = model.starts
-    if full is not None and others:
-        prior = StartModel.train(out.shape.s0, [s.points for s in others],
-                                 [s.grey.shape for s in others])
-        # The detector-box placement is a median over the boxes (one image moves it
-        # little) and needs the training boxes, which the model does not keep.
-        out.starts = replace(full, prior=prior.prior, prior_std=prior.prior_std,
-                             box_std=prior.box_std)
+    if starts is not None:
+        out.starts = starts
     return out
+
+
+def fold_starts(model, others):
+    """The model's start model with the prior placement learned from ``others`` only (their
+    landmarks and image sizes). The detector-box placement is kept: it is a median over the
+    boxes (one image moves it little) and needs the training boxes, which the model does
+    not keep."""
+    prior = StartModel.train(model.shape.s0, [s.points for s in others],
+                             [s.size for s in others])
+    return replace(model.starts, prior=prior.prior, prior_std=prior.prior_std,
+                   box_std=prior.box_std)
+
+
+def fold_fits(fold, model, starts=None, state=None, tick=None):
+    """The calibration rows of one fold: each of its samples fitted by :func:`fold_out` of
+    ``model`` without the fold (with the method's ``state`` without it, if given), from the
+    start a fit uses when given nothing.
+
+    Returns
+    -------
+    X : list of (v, n_features) arrays
+    errors, diagonals : lists of (v,) arrays and floats
+        The fits' errors and bounding-box diagonals, in the calibration's units.
+    """
+    fold = [s.loaded() for s in indexed(fold)]
+    sub = fold_out(model, fold, starts)
+    if state is not None:
+        sub.state = state
+    X, errors, diagonals = [], [], []
+    for smp in fold:
+        res = sub.fit(smp.grey, "auto", history=False, confidence=False)
+        feats, scale = landmark_features(sub, Pyramid(smp.grey), res.points)
+        X.append(feats)
+        errors.append(np.linalg.norm(res.points - smp.points, axis=1) * scale)
+        diagonals.append(bbox_diagonal(res.points) * scale)
+        if tick is not None:
+            tick()
+    return X, errors, diagonals
 
 
 def calibration_folds(n, *, folds=FOLDS, max_images=MAX_IMAGES, seed=0):
@@ -108,12 +139,13 @@ def calibration_folds(n, *, folds=FOLDS, max_images=MAX_IMAGES, seed=0):
     return [chosen[i::k] for i in range(k)]
 
 
-def cross_fits(model, samples, *, folds=None, progress=None):
+def cross_fits(model, samples, *, folds=None, progress=None, runner=None):
     """Calibrate ``model``'s confidence on cross-validated fits of its training samples.
 
     Each fold of :func:`calibration_folds` is fitted by :func:`fold_out` of the model
     without it (and the method's state without it, where its training left one in
-    ``state.fold_states``), from the start ``Model.fit`` uses when given nothing.
+    ``state.fold_states``), from the start ``Model.fit`` uses when given nothing: one
+    :func:`fold_fits` job per fold, where ``runner`` runs it (default: here).
 
     Parameters
     ----------
@@ -123,12 +155,17 @@ def cross_fits(model, samples, *, folds=None, progress=None):
     folds : list of int arrays, optional
         :func:`calibration_folds` (default) or the folds the state was trained with.
     progress : callable ``(done, total, what)``, optional
+    runner : optional
+        :class:`~napari_gsm.training.InProcess` (default) or
+        :class:`~napari_gsm.distributed.OnCluster`.
 
     Returns
     -------
     Calibration
         Fitted when there are at least :data:`~napari_gsm.calibration.MIN_IMAGES` images.
     """
+    runner = runner or InProcess(progress)
+    samples = indexed(samples)
     v = model.n_landmarks
     cal = Calibration.empty(v, source=f"{model.method} fits by models without the image")
     n = len(samples)
@@ -136,31 +173,25 @@ def cross_fits(model, samples, *, folds=None, progress=None):
         cal.info["note"] = f"trained on {n} image(s); calibration needs {MIN_IMAGES}"
         return cal
     parts = calibration_folds(n) if folds is None else folds
-    rng = np.random.default_rng(0)
     fold_states = getattr(model.state, "fold_states", None)
-    total = sum(len(p) for p in parts)
-    X, errors, diagonals = [], [], []
+    if fold_states is not None:
+        model.state.fold_states = None  # training only: never kept, nor sent
     if model.starts is not None and model.starts.face_source == "viola-jones":
-        model.face_detector  # made once, shared by the fold models
-    done = 0
+        model.face_detector  # made once, shared by the fold models (in this process)
+    handle = runner.put(model, sums=True)
+    jobs = []
     for f, part in enumerate(parts):
         held = set(np.asarray(part).tolist())
-        sub = fold_out(model, [samples[i] for i in part],
-                       [samples[i] for i in range(n) if i not in held], rng)
-        if fold_states is not None:
-            sub.state = fold_states[f]
-        for i in part:
-            smp = samples[i]
-            res = sub.fit(smp.grey, "auto", history=False, confidence=False)
-            feats, scale = landmark_features(sub, Pyramid(smp.grey), res.points)
-            X.append(feats)
-            errors.append(np.linalg.norm(res.points - smp.points, axis=1) * scale)
-            diagonals.append(bbox_diagonal(res.points) * scale)
-            done += 1
-            if progress is not None:
-                progress(done, total, "confidence calibration")
-    if fold_states is not None:
-        model.state.fold_states = None  # training only: never kept
+        others = [samples[i] for i in range(n) if i not in held]
+        starts = fold_starts(model, others) if model.starts is not None and others else None
+        jobs.append(([samples[i] for i in part], handle, starts,
+                     None if fold_states is None else fold_states[f]))
+    X, errors, diagonals = [], [], []
+    for x, e, d in runner.results(runner.map(fold_fits, jobs, "confidence calibration",
+                                             sum(len(p) for p in parts))):
+        X += x
+        errors += e
+        diagonals += d
     cal.X = np.asarray(X, np.float32)
     cal.errors = np.asarray(errors, np.float32)
     cal.diagonals = np.asarray(diagonals, np.float32)

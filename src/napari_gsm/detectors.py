@@ -144,6 +144,24 @@ class Detectors:
         self._readers = {}
         return self
 
+    def for_fitting(self):
+        """A copy that keeps the filters only (no ``S``, ``b``): what a fit needs, a fraction
+        of the size, to send to the workers of a cluster. It cannot :meth:`solve`."""
+        out = Detectors(self.sigmas, self.stride, self.reg, None, None, self.n, self.filters)
+        out.__setstate__(out.__getstate__())
+        return out
+
+    def __getstate__(self):
+        # The caches (a view of the filters, the readers) are rebuilt, not pickled.
+        return {k: getattr(self, k) for k in ("sigmas", "stride", "reg", "S", "b", "n",
+                                              "filters")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.filters is not None:
+            self._flat = self.filters.reshape(len(self.sigmas), self.filters.shape[1], 6, -1)
+            self._readers = {}
+
     def reader(self, level, spec):
         """The fast :class:`~napari_gsm.responses.FeatureReader` of target width ``level``.
 

@@ -1,38 +1,33 @@
 """The trained model: shape model, detectors, starts and the method's own state.
 
-``train`` builds a :class:`Model` from annotated images, ``Model.fit`` places landmarks on a
-new image, ``Model.update`` adds one accepted annotation incrementally, and
-``Model.save`` / :func:`load_model` use the versioned ``.npz`` + JSON model file (no pickle).
+``train`` (:mod:`napari_gsm.learning`, re-exported here) builds a :class:`Model` from
+annotated images, ``Model.fit`` places landmarks on a new image, ``Model.update`` adds one
+accepted annotation incrementally, and ``Model.save`` / :func:`load_model` use the
+versioned ``.npz`` + JSON model file (no pickle).
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .calibration import Calibration
 from .confidence import assess, bbox_diagonal, landmark_features
-from .crossfit import calibration_folds, cross_fits
 from .detectors import Detectors
-from .features import FeatureSpec, Pyramid, frame_patches
-from .geometry import (pose_from_shape, pose_from_similarity, shape_size, similarity_fit,
-                       to_base_mesh)
+from .features import FeatureSpec, Pyramid
 from .init import BOX_KINDS, FaceDetector, StartModel, start_from_box, start_from_points
-from .io import Dataset, load_dataset, load_model_file, save_model_file, to_grey
+from .io import load_model_file, save_model_file, to_grey
 from ._threads import one_blas_thread
 from .io.errors import ModelFileError
 from .methods import METHODS, GSMParams
-from .methods.gsm import REFIT_SCALE_DEFAULT, fit_gsm
-from .quality import score_reference
-from .refit import choose_refit_scale
 from .shape import ShapeModel
+from .training import Sample, accumulate
 
-__all__ = ["Model", "TrainParams", "train", "load_model", "Sample", "check_image_size",
-           "MIN_IMAGE_SIDE"]
+__all__ = ["Model", "TrainParams", "train", "choose_lam", "load_model", "Sample",
+           "check_image_size", "MIN_IMAGE_SIDE", "LAM_GRID", "LAM_DEFAULT"]
 
 
 @dataclass(frozen=True)
@@ -71,41 +66,6 @@ class TrainParams:
                             reverse=True))
 
 
-@dataclass
-class Sample:
-    """One annotated training image (grey, float32) with its ``(v, 2)`` landmarks."""
-
-    name: str
-    grey: np.ndarray
-    points: np.ndarray
-
-
-def _as_samples(data):
-    """Annotated samples from a dataset, folder, list of those, or (image, points) pairs."""
-    if isinstance(data, (str, Path, Dataset)):
-        data = [data]
-    out, names = [], None
-    for entry in data:
-        if isinstance(entry, (str, Path)):
-            entry = load_dataset(entry)
-        if isinstance(entry, Dataset):
-            names = names or entry.landmark_names
-            for item in entry.annotated:
-                out.append(Sample(str(item.image_path), to_grey(item.load_image()),
-                                  np.asarray(item.points, float)))
-        else:
-            image, points = entry
-            out.append(Sample(f"image {len(out)}", to_grey(image), np.asarray(points, float)))
-    if not out:
-        raise ValueError("no annotated images to train on")
-    v = out[0].points.shape[0]
-    for s in out:
-        check_image_size(s.grey, s.name)
-        if s.points.shape != (v, 2):
-            raise ValueError(f"{s.name}: {s.points.shape[0]} landmarks, expected {v}")
-    return out, names
-
-
 #: Images smaller than this on either side cannot be fitted or trained on.
 MIN_IMAGE_SIDE = 8
 
@@ -116,11 +76,6 @@ def check_image_size(grey, name=None):
     if min(h, w) < MIN_IMAGE_SIDE:
         raise ValueError(f"{name + ': ' if name else ''}image too small to fit: {w}x{h} pixels "
                          f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} needed)")
-
-
-def _progress(progress, done, total, what):
-    if progress is not None:
-        progress(done, total, what)
 
 
 class Model:
@@ -170,6 +125,19 @@ class Model:
     @property
     def n_landmarks(self):
         return self.shape.n_landmarks
+
+    def __getstate__(self):
+        # OpenCV's face detector does not pickle (a worker of a cluster makes its own).
+        return {**self.__dict__, "_face_detector": None}
+
+    def for_workers(self, sums=False):
+        """A shallow copy to send to a cluster's workers: the detectors' filters without
+        their statistics (which fits do not need), or with them when ``sums``."""
+        out = copy.copy(self)
+        if self.detectors is not None and not sums:
+            out.detectors = (self.detectors.for_fitting() if self.detectors.filters is not None
+                             else None)
+        return out
 
     @property
     def precision(self):
@@ -363,7 +331,7 @@ class Model:
         pyramid = Pyramid(grey)
         if self.calibration is not None:
             self._calibrate_on(pyramid, grey, points)
-        _accumulate(self, pyramid, points, np.random.default_rng(self.summary.get(
+        accumulate(self, pyramid, points, np.random.default_rng(self.summary.get(
             "n_images", 0)))
         self.detectors.solve()
         self.shape.add(points)
@@ -408,226 +376,6 @@ class Model:
         return save_model_file(path, arrays, meta, backup=backup)
 
 
-def _accumulate(model, pyramid, points, rng):
-    """Add the aligned training patches of one image (plus jittered copies) to the detectors."""
-    sm, s0 = model.shape.sm, model.shape.s0
-    theta = pose_from_shape(points, s0, sm)
-    poses = [theta]
-    if model.train_params.jitter:
-        centres = to_base_mesh(points, theta, sm)
-        c = np.nanmean(centres, 0)
-    for _ in range(model.train_params.jitter):
-        # The same landmarks seen at a slightly wrong rotation and scale of the pose, so
-        # the detectors also answer when the pose is a little off during fitting.
-        ang, k = rng.normal(0, 0.08), np.exp(rng.normal(0, 0.06))
-        R = k * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
-        poses.append(pose_from_similarity(*similarity_fit(points, (centres - c) @ R.T + c), sm))
-    ok = np.isfinite(points).all(1)
-    pts = np.where(ok[:, None], points, 0.0)
-    for th in poses:
-        patches = frame_patches(pyramid, pts, th, sm, model.shape.frame_shape, model.features)
-        if not ok.all():
-            # A missing landmark contributes no patch: feed zeros (no energy, no target).
-            patches[~ok] = 0
-        model.detectors.accumulate(patches)
-
-
-def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=None,
-          boxes=None, progress=None, calibrate=True, **method_kw):
-    """Train a model from annotated images.
-
-    Parameters
-    ----------
-    data : Dataset, path, or list of these, or list of ``(image, points)`` pairs
-        Annotated images; points ``(v, 2)`` in 0-based ``(x, y)``.
-    method : {'gsm', 'clm', 'gsm-cr', 'gsm3d'}
-    params : TrainParams, optional
-    gsm_params : GSMParams, optional
-        With ``lam=None`` (the default) the shape prior weight is chosen on held-out
-        training images (:func:`choose_lam`), and with it, unless given, the share of it a
-        re-fit around pinned landmarks uses
-        (:func:`~napari_gsm.refit.choose_refit_scale`); a given ``lam`` is used as it is.
-    landmark_names : list of str, optional
-        Defaults to the dataset's names file, else ``'1'..'v'``.
-    boxes : dict or sequence, optional
-        A face detector's boxes ``(x0, y0, x1, y1)`` on the training images, to learn where
-        that detector's box puts the shape (as ``params.face_detector`` does for OpenCV's
-        Viola-Jones boxes; give one or the other): a dict keyed by image stem (or path),
-        or one box per training image in order; images without a box (missing key, None)
-        do not count. Fits then start from that detector's boxes with
-        ``box_kind='detector'``.
-    progress : callable ``(done, total, what)``, optional
-        Called as training proceeds; raising from it cancels training.
-    calibrate : bool
-        Calibrate the fits' confidence on cross-validated fits of the training images
-        (:func:`~napari_gsm.crossfit.cross_fits`; about one fit per training image, at most
-        400). Off, the model gathers a calibration from its incremental updates only.
-    **method_kw
-        Passed to the method's own training (e.g. cascade levels for GSM-CR).
-
-    Returns
-    -------
-    Model
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
-    params = params or TrainParams()
-    gsm_params = gsm_params or GSMParams()
-    samples, names = _as_samples(data)
-    v = samples[0].points.shape[0]
-    names = list(landmark_names or names or [str(i + 1) for i in range(v)])
-    if len(names) != v:
-        raise ValueError(f"{len(names)} landmark names for {v} landmarks")
-    t0 = time.perf_counter()
-    shapes = np.stack([s.points for s in samples])
-    rng = np.random.default_rng(params.seed)
-    # Images held out to choose lam: the model is first built without them, measured on
-    # them, then they are added exactly as incremental updates add images.
-    n_held = min(40, len(samples) // 6) if gsm_params.lam is None else 0
-    held = sorted(rng.permutation(len(samples))[:n_held].tolist()) if n_held >= 2 else []
-    fit_idx = sorted(set(range(len(samples))) - set(held))
-    shape = ShapeModel.train(shapes[fit_idx], ref_size=params.ref_size,
-                             # After the pose is aligned the landmarks stay near s0 (within
-                             # the shape's deformations), so the frame needs the patch
-                             # extent plus a little room; features outside cost time.
-                             margin=params.feature_spec().extent + 0.2 * params.ref_size)
-    spec = params.feature_spec()
-    det = Detectors.empty(v, spec.patch, spec.channels, sigmas=params.sigmas_px(),
-                          stride=spec.stride, reg=params.reg)
-    face_boxes = None
-    if params.face_detector and boxes is not None:
-        raise ValueError("give either the face detector or a detector's boxes, not both: "
-                         "each learns where its boxes put the shape")
-    if params.face_detector:
-        face_boxes = np.full((len(samples), 4), np.nan)
-        fd = FaceDetector()
-    elif boxes is not None:
-        face_boxes = _given_boxes(samples, boxes)
-    face_source = "viola-jones" if params.face_detector else "boxes"
-    model = Model(method, shape, det, spec, None, names, params, gsm_params,
-                  summary={"n_images": len(samples)})
-    done = 0
-
-    def add_images(indices):
-        nonlocal done
-        for k in indices:
-            _accumulate(model, Pyramid(samples[k].grey), samples[k].points, rng)
-            if params.face_detector:
-                face_boxes[k] = _matching_face(fd.detect(samples[k].grey), samples[k].points)
-            done += 1
-            _progress(progress, done, len(samples), "detectors")
-
-    add_images(fit_idx)
-    if held:
-        det.solve()
-        model.starts = StartModel.train(shape.s0, shapes, [s.grey.shape for s in samples],
-                                        face_boxes, face_source)
-        model.gsm_params = replace(gsm_params, lam=choose_lam(
-            model, [samples[k] for k in held], rng))
-        if gsm_params.refit_scale is None:
-            # its own generator, so the rest of training draws what it drew before
-            model.gsm_params = replace(model.gsm_params, refit_scale=choose_refit_scale(
-                model, [samples[k] for k in held], np.random.default_rng(params.seed)))
-        add_images(held)
-        for k in held:
-            shape.add(samples[k].points)
-    det.solve()
-    model._precision = None
-    if model.gsm_params.lam is None:  # too few images to hold any out
-        model.gsm_params = replace(gsm_params, lam=LAM_DEFAULT)
-    if model.gsm_params.refit_scale is None:
-        model.gsm_params = replace(model.gsm_params, refit_scale=REFIT_SCALE_DEFAULT)
-    model.starts = StartModel.train(shape.s0, shapes, [s.grey.shape for s in samples],
-                                    face_boxes, face_source)
-    model.summary.update({
-        "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "images": [Path(s.name).name for s in samples][:5000],
-        "mean_size_px": float(np.mean([shape_size(p) for p in shapes])),
-        "face_boxes_matched": None if face_boxes is None
-        else int(np.isfinite(face_boxes).all(1).sum()),
-    })
-    # What the detectors' match at the true landmarks looks like, for fit_warnings.
-    model.summary["score_ref"] = round(score_reference(model, samples), 4)
-    impl = METHODS[method]
-    folds = calibration_folds(len(samples)) if calibrate else None
-    if impl.train is not None:
-        if impl.train_folds and folds:
-            method_kw = {**method_kw, "folds": folds}
-        model.state = impl.train(model, samples, progress=progress, **method_kw)
-    if calibrate:
-        t_cal = time.perf_counter()
-        model.calibration = cross_fits(model, samples, folds=folds, progress=progress)
-        model.summary["calibration_seconds"] = round(time.perf_counter() - t_cal, 2)
-    else:
-        model.calibration = Calibration.empty(v, source="incremental updates")
-    model.summary["train_seconds"] = round(time.perf_counter() - t0, 2)
-    return model
-
-
-LAM_GRID = (0.025, 0.05, 0.1, 0.2, 0.4)
-LAM_DEFAULT = 0.1  # when there are too few images (< 12) to hold some out
-
-
-def choose_lam(model, held, rng, grid=LAM_GRID):
-    """The shape prior weight that fits held-out images best.
-
-    How much to trust the detectors against the shape prior depends on the landmark set,
-    the features and how many images trained them (paper section 2.3: "in practice a bit of
-    tuning may be required"), so it is measured: each held-out image is fitted with every
-    ``lam`` of the grid from a start erring like the start a fit uses without a box or
-    points (the detector box's, else the prior placement's;
-    :meth:`~napari_gsm.init.StartModel.simulate`, which GSM-CR trains on too), and the
-    ``lam`` with the lowest mean error, in shape sizes, wins.
-    """
-    starts = [model.starts.simulate(model.shape.s0, smp.points, smp.grey.shape, "auto", 1,
-                                    rng)[0] for smp in held]
-    errors = []
-    for lam in grid:
-        params = replace(model.gsm_params, lam=lam)
-        err = [np.nanmean(np.linalg.norm(
-            fit_gsm(model, Pyramid(smp.grey), st, params=params, history=False).points
-            - smp.points, axis=1)) / shape_size(smp.points) for smp, st in zip(held, starts)]
-        errors.append(np.mean(err))
-    model.summary["lam_validation"] = {f"{lam:g}": round(float(e), 5)
-                                       for lam, e in zip(grid, errors)}
-    return float(grid[int(np.argmin(errors))])
-
-
-def _given_boxes(samples, boxes):
-    """``(N, 4)`` boxes of the training samples (NaN rows: none) from :func:`train`'s ``boxes``."""
-    out = np.full((len(samples), 4), np.nan)
-    if isinstance(boxes, dict):
-        for k, smp in enumerate(samples):
-            box = boxes.get(smp.name, boxes.get(Path(smp.name).stem))
-            if box is not None:
-                out[k] = box
-        if np.isnan(out).all():
-            raise ValueError("none of the given boxes names a training image (keys are image "
-                             f"stems, e.g. {Path(samples[0].name).stem!r})")
-    else:
-        boxes = list(boxes)
-        if len(boxes) != len(samples):
-            raise ValueError(f"{len(boxes)} boxes for {len(samples)} training images")
-        for k, box in enumerate(boxes):
-            if box is not None:
-                out[k] = box
-    bad = np.isfinite(out).all(1) & ~((out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1]))
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{samples[k].name}: box {out[k].tolist()} must have x1 > x0 and "
-                         "y1 > y0")
-    return out
-
-
-def _matching_face(boxes, points):
-    """The detected box that contains the shape's centroid (largest first), or NaNs."""
-    c = np.nanmean(points, 0)
-    for b in boxes:
-        if b[0] <= c[0] <= b[2] and b[1] <= c[1] <= b[3]:
-            return b
-    return np.full(4, np.nan)
-
-
 def load_model(path):
     """Read a model written by :meth:`Model.save`.
 
@@ -664,3 +412,7 @@ def load_model(path):
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(path, f"incomplete or inconsistent model file ({exc})") from exc
     return model
+
+
+# train() lives in its own module; imported last, as it builds on Model above.
+from .learning import LAM_DEFAULT, LAM_GRID, choose_lam, train  # noqa: E402

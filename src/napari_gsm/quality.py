@@ -49,17 +49,23 @@ def response_score(model, grey, points):
     return float(np.mean(resp[:, 0]))
 
 
-def score_reference(model, samples, rng=None):
+def score_reference(model, samples, rng=None, runner=None):
     """Median :func:`response_score` of training samples at their true landmarks.
 
-    ``samples`` have ``grey`` and ``points``; at most 100 (a random subset) are measured.
+    ``samples`` (:class:`~napari_gsm.training.Sample`) have an image and ``points``; at
+    most 100 (a random subset) are measured, where ``runner`` runs it (default: here).
     """
+    from .training import InProcess, gather_rows, response_scores
+
+    runner = runner or InProcess()
     rng = np.random.default_rng(0) if rng is None else rng
     idx = np.arange(len(samples))
     if len(idx) > _REFERENCE_IMAGES:
         idx = np.sort(rng.choice(idx, _REFERENCE_IMAGES, replace=False))
-    return float(np.median([response_score(model, samples[k].grey, samples[k].points)
-                            for k in idx]))
+    handle = runner.put(model)
+    parts = runner.parts([samples[k] for k in idx])
+    return float(np.median(gather_rows(
+        runner, runner.map(response_scores, [(p, handle) for p in parts]))))
 
 
 def shape_distance(model, points):

@@ -10,13 +10,7 @@ and keeping the scale under which the other landmarks end up closest to their tr
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
-
-from .features import Pyramid
-from .geometry import shape_size
-from .methods.gsm import fit_gsm
 
 __all__ = ["REFIT_SCALES", "choose_refit_scale"]
 
@@ -25,36 +19,24 @@ REFIT_SCALES = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)
 CASES = 60
 
 
-def choose_refit_scale(model, held, rng, grid=REFIT_SCALES):
+def choose_refit_scale(model, held, rng, grid=REFIT_SCALES, runner=None):
     """The ``refit_scale`` under which a pinned re-fit places the other landmarks best.
 
-    Each held-out sample (``Sample``: grey image, true points) is fitted from the start a
+    Each held-out sample (``Sample``: image, true points) is fitted from the start a
     fit without a box or points uses (:meth:`~napari_gsm.model.Model.start`); then, for
-    landmarks ``k`` drawn at random (about :data:`CASES` in all), ``k`` is put at its
-    truth, pinned, and the shape re-fitted from there with every scale of the grid. The
-    scale with the lowest mean error of the other landmarks, in shape sizes, wins; the
-    errors are kept in ``model.summary['refit_validation']``.
+    landmarks ``k`` drawn at random (about :data:`CASES` in all; drawn here from ``rng``),
+    ``k`` is put at its truth, pinned, and the shape re-fitted from there with every scale
+    of the grid (:func:`~napari_gsm.training.refit_errors`, where ``runner`` runs it;
+    default: here). The scale with the lowest mean error of the other landmarks, in shape
+    sizes, wins; the errors are kept in ``model.summary['refit_validation']``.
     """
-    v = model.n_landmarks
+    from .training import grid_errors, refit_errors
+
     per_image = -(-CASES // max(len(held), 1))
-    cases = []
-    for smp in held:
-        ok = np.isfinite(smp.points).all(1)
-        pyramid = Pyramid(smp.grey)
-        start, _ = model.start(smp.grey)
-        first = fit_gsm(model, pyramid, start, history=False).points
-        for k in rng.permutation(np.flatnonzero(ok))[:per_image]:
-            pts = first.copy()
-            pts[k] = smp.points[k]
-            cases.append((smp, pyramid, pts, np.arange(v) == k, ok & (np.arange(v) != k)))
-    errors = []
-    for scale in grid:
-        params = replace(model.gsm_params, refit_scale=scale)
-        err = [np.linalg.norm(fit_gsm(model, pyramid, pts, pinned=pin, params=params,
-                                      history=False).points[others]
-                              - smp.points[others], axis=1).mean() / shape_size(smp.points)
-               for smp, pyramid, pts, pin, others in cases]
-        errors.append(np.mean(err))
+    pins = [rng.permutation(np.flatnonzero(np.isfinite(smp.points).all(1)))[:per_image]
+            for smp in held]
+    errors = grid_errors(runner, refit_errors, model, held, pins, grid,
+                         "choosing the re-fit scale")
     model.summary["refit_validation"] = {f"{s:g}": round(float(e), 5)
                                          for s, e in zip(grid, errors)}
     return float(grid[int(np.argmin(errors))])

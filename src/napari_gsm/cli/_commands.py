@@ -47,6 +47,7 @@ def _train_boxes(path, datasets):
 def cmd_train(args):
     from dataclasses import asdict
 
+    from ..distributed import connect, describe
     from ..methods import GSMParams
     from ..model import TrainParams, train
 
@@ -87,10 +88,13 @@ def cmd_train(args):
                            "its own boxes put the shape)")
         boxes = _train_boxes(args.boxes, datasets)
     t0 = time.perf_counter()
-    with Progress("train") as progress:
+    # The model is written only once training has finished (atomically): a job stopped
+    # by a lost cluster leaves the previous model file as it was.
+    with connect(args.workers, args.scheduler) as client, Progress("train") as progress:
+        cluster = describe(client)
         try:
             model = train(datasets, args.method, params=params, gsm_params=gsm_params,
-                          boxes=boxes, progress=progress, **method_kw)
+                          boxes=boxes, progress=progress, client=client, **method_kw)
         except ValueError as exc:  # what the data cannot give (too few images, counts, ...)
             raise CLIError(str(exc)) from exc
     seconds = time.perf_counter() - t0
@@ -101,12 +105,14 @@ def cmd_train(args):
     summary = {"model": str(out), "method": args.method, "images": n_images,
                "landmarks": model.n_landmarks, "seconds": round(seconds, 2),
                "train_params": asdict(params), "lam": gsm_params.lam,
-               "face_boxes_matched": model.summary.get("face_boxes_matched")}
+               "face_boxes_matched": model.summary.get("face_boxes_matched"),
+               "cluster": cluster}
     if args.json:
         print_json(summary)
         return 0
+    where = "" if cluster is None else f" on {cluster['workers']} Dask worker(s)"
     print(f"trained {args.method} ({params.features}) on {n_images} images x "
-          f"{model.n_landmarks} landmarks in {seconds:.1f} s -> {out}")
+          f"{model.n_landmarks} landmarks in {seconds:.1f} s{where} -> {out}")
     if args.face_detector or boxes is not None:
         matched = summary["face_boxes_matched"]
         note = "" if model.starts.face is not None else " (too few: no face start)"

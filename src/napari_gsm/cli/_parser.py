@@ -31,14 +31,15 @@ def _start_options(parser):
                         "models) or the landmarks' bounding boxes (the default otherwise)")
 
 
-def _cluster_options(parser):
-    """--workers and --scheduler: where the images are fitted (default: this process)."""
+def _cluster_options(parser, verb="fit"):
+    """--workers and --scheduler: where the images are fitted or trained on (default: this
+    process)."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=positive_int, metavar="N",
-                       help="fit on N worker processes on this computer (Dask; one core "
-                       "each); default: in this process, one image after the other")
+                       help=f"{verb} on N worker processes on this computer (Dask; one core "
+                       "each); default: in this process")
     where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="fit on the workers of the Dask scheduler at ADDRESS "
+                       help=f"{verb} on the workers of the Dask scheduler at ADDRESS "
                        "(tcp://host:8786); they need the same napari-gsm and must see the "
                        "images at the same paths")
 
@@ -80,6 +81,7 @@ def build_parser():
                    "landmark) instead of recovering it from the annotations")
     t.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="model file to write (.npz)")
+    _cluster_options(t, "train")
     t.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     t.set_defaults(func=cmd_train)
 

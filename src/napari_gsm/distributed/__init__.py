@@ -16,11 +16,15 @@ the workers read the pixels, and a sliding window keeps each worker busy without
 the whole batch on the scheduler. Dask runs a task again when its worker dies; a task
 whose workers keep dying (an image that runs a worker out of memory) ends the job with
 :class:`ClusterError`, which names the image.
+
+Training takes the same client (``napari_gsm.model.train(..., client=client)``): the
+workers read the training images and return sums over them (:class:`OnCluster`).
 """
 
 from ._client import ClusterError, connect, describe
 from ._fit import Fitted, Start, fit_file, fit_paths
 from ._model import ModelFile
+from ._train import OnCluster
 
 __all__ = ["connect", "describe", "ClusterError", "fit_paths", "fit_file", "Fitted", "Start",
-           "ModelFile"]
+           "ModelFile", "OnCluster"]

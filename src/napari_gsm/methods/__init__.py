@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .cascade import fit_cascade, load_cascade, train_cascade
+from .cascade import fit_cascade, load_cascade
+from .cascade_train import train_cascade
 from .clm import fit_clm
 from .gsm import GSMParams, fit_gsm
 from .gsm3d import fit_gsm3d, load_gsm3d, train_gsm3d

@@ -153,7 +153,7 @@ class GSM3DState:
 
 
 def train_gsm3d(model, samples, *, progress=None, mean3d=None, lam2=None, lam3=5.0,
-                lam_share=0.5, n_modes=15, n_iter=60):
+                lam_share=0.5, n_modes=15, n_iter=60, runner=None):
     """Build the 3D shape model from the training annotations (NRSfM).
 
     Parameters
@@ -161,6 +161,7 @@ def train_gsm3d(model, samples, *, progress=None, mean3d=None, lam2=None, lam3=5
     model : napari_gsm.model.Model
         With its 2D shape model trained (it fixes the reference frame and units).
     samples : list of Sample
+        Only their landmarks are used (the images are not read).
     mean3d : path or (v, 3) array, optional
         A known 3D mean shape (``.npy`` or CSV, v rows x 3 columns, x right, y down, z away
         from the camera); only its deformations are then learned from the annotations.
@@ -180,6 +181,9 @@ def train_gsm3d(model, samples, *, progress=None, mean3d=None, lam2=None, lam3=5
     n_modes : int
         Deformation modes of the 3D model (5 modes were too restrictive for faces; 30 were
         no better than 15).
+    runner : optional
+        Where training runs its per-image work (:mod:`napari_gsm.training`); unused here:
+        the 3D model is learned from the landmarks alone.
 
     Returns
     -------

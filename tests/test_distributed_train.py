@@ -1,0 +1,189 @@
+"""Training on a Dask cluster (the session's LocalCluster of two worker processes).
+
+What these show: GSM and GSM-CR trained on the cluster are the models trained in this
+process (every array to float round-off, the same choices of lam, re-fit scale, ridge
+weights and structure, the same calibration, the same fits), without this process reading
+a single image; a worker killed in the middle of training changes nothing in the model;
+a part on which every worker dies stops the command with one line naming its image, and
+the model file that was there is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_gsm.cli import main
+from napari_gsm.io import read_image
+from napari_gsm.model import load_model, train
+
+WINGS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wings" / "train"
+
+pytestmark = pytest.mark.skipif(not WINGS.is_dir(), reason="../shared/data/wings not present")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A folder of 14 training wings: enough to hold 2 out for lam and the re-fit scale,
+    and to calibrate the confidence on cross-validated fits."""
+    root = tmp_path_factory.mktemp("twings") / "wings"
+    root.mkdir()
+    for jpg in sorted(WINGS.glob("*.jpg"))[:14]:
+        (root / jpg.name).symlink_to(jpg)
+        shutil.copy(jpg.with_suffix(".pts"), root)
+    return root
+
+
+def _arrays(model):
+    out = {**model.shape.to_arrays(), **model.detectors.to_arrays(),
+           **model.starts.to_arrays(), **model.calibration.to_arrays()}
+    if model.state is not None:
+        out.update(model.state.to_arrays())
+    return out
+
+
+def assert_same_model(a, b, data):
+    """Every array equal to float round-off, every choice equal, the same fits."""
+    A, B = _arrays(a), _arrays(b)
+    assert A.keys() == B.keys()
+    for k in A:
+        if np.asarray(A[k]).dtype.kind in "fc":
+            np.testing.assert_allclose(B[k], A[k], rtol=1e-6, atol=1e-9 * np.abs(A[k]).max(),
+                                       err_msg=k)
+        else:
+            np.testing.assert_array_equal(B[k], A[k], err_msg=k)
+    assert a.gsm_params == b.gsm_params
+    for key in ("lam_validation", "refit_validation", "score_ref"):
+        assert a.summary[key] == pytest.approx(b.summary[key], rel=1e-9), key
+    assert (a.summary["n_images"], a.summary["images"]) == (b.summary["n_images"],
+                                                            b.summary["images"])
+    assert a.calibration.info == b.calibration.info
+    for jpg in sorted(data.glob("*.jpg"))[:3]:
+        image = read_image(jpg)
+        np.testing.assert_allclose(b.fit(image).points, a.fit(image).points, atol=1e-6)
+
+
+def test_gsm_trained_on_the_cluster_is_the_model_trained_here(cluster, data, monkeypatch):
+    here = train(data, "gsm")
+    assert here.summary["lam_validation"] and here.summary["refit_validation"]
+    assert here.calibration.ready
+    # The client lists the images and reads their landmarks; the workers read the images.
+    from napari_gsm.training import Sample
+
+    def no_pixels_here(self):
+        raise AssertionError(f"the client read {self.name}")
+
+    with monkeypatch.context() as m:
+        m.setattr(Sample, "image", no_pixels_here)
+        there = train(data, "gsm", client=cluster)
+    assert_same_model(here, there, data)
+
+
+def test_gsm_cr_trained_on_the_cluster_is_the_model_trained_here(cluster, data):
+    kw = dict(levels=3, perturbations=6)
+    here = train(data, "gsm-cr", **kw)
+    there = train(data, "gsm-cr", client=cluster, **kw)
+    # the held-out images chose the weight and structure of each level alike
+    for key in ("lam_rel", "local", "heldout_grid", "train_error", "heldout_error"):
+        assert np.allclose(np.asarray(there.state.info[key], float),
+                           np.asarray(here.state.info[key], float), rtol=1e-6), key
+    assert here.calibration.info["state_without_fold"]
+    assert_same_model(here, there, data)
+
+
+def test_images_in_memory_cannot_go_to_the_cluster(cluster, data):
+    pairs = [(read_image(p), np.zeros((12, 2))) for p in sorted(data.glob("*.jpg"))[:2]]
+    with pytest.raises(ValueError, match="needs the images as files"):
+        train(pairs, "gsm", client=cluster)
+
+
+def test_a_worker_killed_mid_training_changes_nothing(cluster, data):
+    """A worker is killed (SIGKILL) when the cascade's second level starts: the parts it
+    held (their virtual samples) are computed again from their inputs, and the model is
+    the one trained without the kill."""
+    cluster.wait_for_workers(2, timeout=120)
+    kw = dict(levels=3, perturbations=6)
+    here = train(data, "gsm-cr", **kw)
+    pids = cluster.run(os.getpid)
+    victim = sorted(pids)[0]
+    killed = []
+
+    def progress(done, total, what):
+        if what == "cascade level 2/3" and not killed:
+            os.kill(pids[victim], signal.SIGKILL)
+            killed.append(what)
+
+    there = train(data, "gsm-cr", client=cluster, progress=progress, **kw)
+    assert killed
+    assert_same_model(here, there, data)
+    cluster.wait_for_workers(2, timeout=120)
+    assert pids[victim] not in cluster.run(os.getpid).values()  # it was restarted
+
+
+def _dies_on(stem):
+    """A worker plugin: reading ``stem``'s image kills the worker -- every worker, also one
+    restarted after the kill (the scheduler hands plugins to each worker that joins).
+    Made in a function, so that Dask sends the class by value to the workers."""
+    from distributed import WorkerPlugin
+
+    class DiesOn(WorkerPlugin):
+        def setup(self, worker):
+            from napari_gsm.training import Sample
+
+            self.original = original = Sample.image
+
+            def image(sample):
+                if sample.path is not None and Path(sample.path).stem == stem:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return original(sample)
+
+            Sample.image = image
+
+        def teardown(self, worker):
+            from napari_gsm.training import Sample
+
+            Sample.image = self.original
+
+    return DiesOn()
+
+
+def test_training_that_cannot_finish_leaves_the_model_file_alone(cluster, data, tmp_path,
+                                                                  capsys):
+    cluster.wait_for_workers(2, timeout=120)
+    out = tmp_path / "model.npz"
+    assert main(["train", str(data), "-o", str(out), "--lam", "0.1"]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    stem = sorted(data.glob("*.jpg"))[5].stem
+    cluster.register_plugin(_dies_on(stem), name="napari-gsm-test-dies")
+    try:
+        rc = main(["train", str(data), "-o", str(out), "--lam", "0.1",
+                   "--scheduler", cluster.scheduler.address])
+    finally:
+        cluster.unregister_worker_plugin("napari-gsm-test-dies")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("napari-gsm: error: training stopped: 2 workers died while "
+                          "working on ")
+    assert "the model file was not written" in err
+    assert out.read_bytes() == before  # untouched: no partial or replaced model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+    cluster.wait_for_workers(2, timeout=120)
+
+
+def test_train_command_on_a_scheduler_writes_the_in_process_model(cluster, data, tmp_path,
+                                                                   capsys):
+    here, there = tmp_path / "here.npz", tmp_path / "there.npz"
+    assert main(["train", str(data), "-o", str(here)]) == 0
+    capsys.readouterr()
+    assert main(["train", str(data), "-o", str(there), "--json",
+                 "--scheduler", cluster.scheduler.address]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cluster"]["workers"] == 2 and doc["images"] == 14
+    assert_same_model(load_model(here), load_model(there), data)
