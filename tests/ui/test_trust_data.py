@@ -164,9 +164,11 @@ def test_rgba_images_are_shown_as_the_model_sees_them(open_annotator, wings_copy
     np.testing.assert_allclose(to_grey(shown), to_grey(rgba), atol=1 / 255)
 
 
-def test_fit_all_on_a_dask_scheduler_gives_the_same_drafts(widget, wing_project, qtbot):
-    """The scheduler field under *More options*: Fit all runs on the cluster's workers and
-    every draft equals the in-process fit."""
+def test_train_and_fit_all_on_a_dask_scheduler_give_the_same_model_and_drafts(
+        widget, wing_project, qtbot):
+    """The scheduler field under *More options*: Train and Fit all run on the cluster's
+    workers; the model fits as the one trained here, every draft equals the in-process
+    fit."""
     import logging
 
     from distributed import LocalCluster
@@ -181,6 +183,13 @@ def test_fit_all_on_a_dask_scheduler_gives_the_same_drafts(widget, wing_project,
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                       dashboard_address=None, silence_logs=logging.ERROR) as cluster:
         w.scheduler_edit.setText(cluster.scheduler_address)
+        w.train_btn.click()
+        assert f"on {cluster.scheduler_address}" in w.status_label.text()
+        wait_idle(qtbot, w, timeout=120000)
+        assert w.model is not model, w.status_label.text()
+        for i in todo:
+            np.testing.assert_allclose(w.model.fit(read_image(p.items[i].image_path)).points,
+                                       expected[i], atol=1e-9)
         w.fit_all_btn.click()
         assert "on tcp://" in w.progress_bar.format()
         wait_idle(qtbot, w, timeout=120000)

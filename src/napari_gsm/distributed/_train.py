@@ -65,13 +65,20 @@ class OnCluster:
         return [list(samples[a:b]) for a, b in zip(bounds, bounds[1:])]
 
     def put(self, obj, sums=False):
-        """``obj`` on every worker, once (a model without the detectors' statistics unless
-        ``sums``: fits need the filters only)."""
+        """``obj`` for the workers' tasks, sent once to each worker that uses it (a model
+        without the detectors' statistics unless ``sums``: fits need the filters only).
+
+        A task that returns ``obj``, not scattered data: Dask cannot recompute scattered
+        data, so a worker killed while holding the only copy would end the training; a
+        task's result is computed again elsewhere.
+        """
         from ..model import Model
 
         if isinstance(obj, Model):
             obj = obj.for_workers(sums)
-        future = self.client.scatter([obj], broadcast=True, hash=False)[0]
+        self._n += 1
+        future = self.client.submit(_given, obj, key=f"napari-gsm-train-put-{self._batch}-"
+                                    f"{self._n}", pure=False)
         self._put.append(future)
         return future
 
@@ -127,6 +134,10 @@ class OnCluster:
                 self.progress(futures.done + round(futures.items * (i + 1) / n),
                               futures.total, futures.what)
             yield result
+
+
+def _given(obj):
+    return obj
 
 
 def _label(job):

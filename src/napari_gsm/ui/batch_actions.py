@@ -32,7 +32,8 @@ class BatchActions:
     # -- training ----------------------------------------------------------------------
     @guarded
     def train(self):
-        """Train a model on the accepted annotations in a background thread."""
+        """Train a model on the accepted annotations in a background thread (on the Dask
+        scheduler given under *More options*, if any: its workers read the images)."""
         self._need_project()
         if self.training is not None:
             raise ValueError("training is already running")
@@ -43,16 +44,25 @@ class BatchActions:
         self._accepted_while_training = []
         names = self.project.names
         self._trained_with = (method, params, gsm)
+        scheduler = self.scheduler_edit.text().strip() or None
+
+        def work(progress):
+            from ..distributed import connect
+
+            with connect(scheduler=scheduler) as client:
+                return train(data, method, params=params, gsm_params=gsm,
+                             landmark_names=names, progress=progress, client=client)
+
         self.training = ProgressRun(
-            lambda progress: train(data, method, params=params, gsm_params=gsm,
-                                   landmark_names=names, progress=progress),
+            work,
             on_progress=self._on_progress, on_done=self._on_trained,
             on_error=lambda exc: self.set_status(f"training failed: {exc}", error=True),
             on_finished=self._on_training_finished)
         self.progress_bar.setRange(0, len(data.items))
         self.progress_bar.setValue(0)
         self.progress_bar.setVisible(True)
-        self.set_status(f"training {method} on {len(data.items)} images\u2026")
+        self.set_status(f"training {method} on {len(data.items)} images"
+                        + (f" on {scheduler}" if scheduler else "") + "\u2026")
         self._update_controls()
         return self.training
 
