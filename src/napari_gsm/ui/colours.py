@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LANDMARK_COLOR_CYCLE", "UNCERTAIN_COLOUR", "UNCERTAIN_SCALE", "landmark_colours", "landmark_colormap",
-           "uncertain_rgba"]
+__all__ = ["LANDMARK_COLOR_CYCLE", "UNCERTAIN_COLOUR", "UNCERTAIN_SCALE", "landmark_colours",
+           "landmark_colormap", "uncertain_rgba"]
 
 LANDMARK_COLOR_CYCLE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

@@ -20,9 +20,9 @@ from .image_state import UNCERTAIN
 from .layer_data import frame_count, frames_to_layer, group_by_frame, point_confidence
 from .session import SESSION, describe_model
 
-__all__ = ["wrapped_label", "follow_points", "image_frames", "current_frame", "landmarks_of", "write_fits", "pair_for",
-           "ModelPicker", "landmark_names", "FITTED_KEY", "CONFIDENCE_KEY", "moved_points",
-           "model_lock"]
+__all__ = ["wrapped_label", "follow_points", "image_frames", "current_frame", "landmarks_of",
+           "write_fits", "pair_for", "ModelPicker", "landmark_names", "FITTED_KEY",
+           "CONFIDENCE_KEY", "moved_points", "model_lock"]
 
 #: Points layer metadata: the positions a fit gave, per frame (a person's moves differ).
 FITTED_KEY = "napari_gsm_fitted"
