@@ -55,13 +55,19 @@ def drag(viewer, start_xy, end_xy, steps=8):
     settle()
 
 
-def hover(viewer, xy):
-    """Move the mouse onto data point ``xy`` (in two steps, as a real mouse moves: vispy
-    drops the first move event after a click)."""
+def hover(viewer, xy, tries=5):
+    """Move the mouse onto data point ``xy`` as a real mouse moves: from a nearby pixel,
+    again until napari's cursor is there (vispy drops the first move event after a click,
+    and Qt may merge two quick moves into one)."""
     target = to_canvas(viewer, xy)
-    for pos in (target + QPoint(2, 2), target):
-        QTest.mouseMove(canvas(viewer), pos)
-        settle()
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    for k in range(tries):
+        for pos in (target + QPoint(2 + k, 2), target):
+            QTest.mouseMove(canvas(viewer), pos)
+            settle()
+        at = np.asarray(viewer.cursor.position)[-2:][::-1]  # (row, col) -> (x, y)
+        if np.allclose(at, xy, atol=2.0 / camera.zoom):
+            return
 
 
 _KEYS = {"Enter": Qt.Key.Key_Return, "[": Qt.Key.Key_BracketLeft, "]": Qt.Key.Key_BracketRight}
