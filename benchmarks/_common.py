@@ -213,6 +213,18 @@ class Row:
         return float(np.median(self.fit_ms)) if self.fit_ms else float("nan")
 
 
+def md_row(cells):
+    """One row of a Markdown table."""
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def md_head(head, align=None):
+    """The header and separator lines of a Markdown table; ``align`` has one letter per
+    column, ``l`` or ``r`` (default: the first column left, the numbers after it right)."""
+    align = align or "l" + "r" * (len(head) - 1)
+    return [md_row(head), "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+
+
 def header(cutoff=0.08):
     """The column names of :func:`markdown_table`."""
     at = f"@{pct(cutoff, None)} %"
@@ -222,10 +234,8 @@ def header(cutoff=0.08):
 
 def markdown_table(rows, cutoff=0.08):
     head = header(cutoff)
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(r.cells(cutoff)) + " |")
+    lines = md_head(head, "ll" + "r" * (len(head) - 2))
+    lines += [md_row(r.cells(cutoff)) for r in rows]
     return "\n".join(lines)
 
 

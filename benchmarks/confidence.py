@@ -140,10 +140,10 @@ def run_suite(name, args):
     params = TrainParams(face_detector=cfg["face"])
     base, base_path = R.base_model(name, train_s, params, not args.no_cache)
     starts = starts_for(cfg, base, test_s)
-    lines = ["| " + " | ".join(HEADER) + " |", "|---" + "|---:" * (len(HEADER) - 1) + "|"]
+    lines = C.md_head(HEADER)
     head2 = (["method"] + [f"off at {100 * t:g} %: n off: AUROC / ECE" for t in OTHER_OFF]
              + ["training fits, cross-validated, off at 2 %: AUROC / ECE"])
-    lines2 = ["| " + " | ".join(head2) + " |", "|---" + "|---:" * (len(head2) - 1) + "|"]
+    lines2 = C.md_head(head2)
     for meth in args.methods:
         if meth in FACE_ONLY and not cfg["face"]:
             continue
@@ -152,9 +152,8 @@ def run_suite(name, args):
         rec = measure(model, test_s, starts, cfg["norm"])
         print(f"  [{meth}] fitted {len(test_s)} images in {time.perf_counter() - t0:.0f} s",
               flush=True)
-        lines.append("| " + " | ".join(row(LABELS[meth], model, rec)) + " |")
-        lines2.append("| " + " | ".join([LABELS[meth]] + other_cells(rec) + [cv_cell(model)])
-                      + " |")
+        lines.append(C.md_row(row(LABELS[meth], model, rec)))
+        lines2.append(C.md_row([LABELS[meth]] + other_cells(rec) + [cv_cell(model)]))
     title = (f"### Confidence, suite `{name}`" + (" — QUICK RUN" if args.quick else "")
              + f"\n\nTrain {len(train_s)}, test {len(test_s)} images; start: "
              f"{'Viola-Jones box' if cfg['face'] else 'prior placement'}; off: farther than "

@@ -147,7 +147,7 @@ def table(rows, paths, n_images, n_train, args):
             "client peak RSS MB", "client CPU ms/image", "load avg"]
     lines = [f"### Batch fitting: {n_images} LFPW test faces, models trained on {n_train} "
              "faces" + (" — QUICK RUN (not a result)" if args.quick else ""), "",
-             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 7) + "|"]
+             *C.md_head(head, "ll" + "r" * 7)]
     costs = {}
     for label in paths:
         base = min(r["wall"] for r in rows[(label, "in-process")])
@@ -159,11 +159,11 @@ def table(rows, paths, n_images, n_train, args):
             first = t.get("seconds_to_first_image")
             steady = ((n_images - 1) / (t["wall_seconds"] - first)
                       if first is not None and t["wall_seconds"] > first else float("nan"))
-            lines.append(
-                f"| {label} | {mode} | {best['wall']:.1f} | {n_images / best['wall']:.1f} | "
-                f"{base / best['wall']:.2f}x | {steady:.1f} | {best['rss']:.0f} | "
-                f"{1e3 * best['cpu']:.1f} | "
-                f"{min(r['load'] for r in runs):.1f}-{max(r['load'] for r in runs):.1f} |")
+            lines.append(C.md_row([
+                label, mode, f"{best['wall']:.1f}", f"{n_images / best['wall']:.1f}",
+                f"{base / best['wall']:.2f}x", f"{steady:.1f}", f"{best['rss']:.0f}",
+                f"{1e3 * best['cpu']:.1f}",
+                f"{min(r['load'] for r in runs):.1f}-{max(r['load'] for r in runs):.1f}"]))
             if mode in MODES:
                 costs[(label, mode)] = dict(best, steady=steady, first=first)
     lines += ["", "Wall: the whole command as a user runs it (start-up, cluster start-up, "

@@ -131,15 +131,15 @@ def table(rows, quick):
             "with workers MB", "load avg", "vs in-process (max rel. diff)"]
     lines = ["### Training on Dask: faces-300w/train" + (" — QUICK RUN (300 faces, not a "
                                                          "result)" if quick else ""), "",
-             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 7
-                                                             + ["---"]) + "|"]
+             *C.md_head(head, "ll" + "r" * 7 + "l")]
     base = {r["method"]: r["wall"] for r in rows if r["mode"] == "in-process"}
     for r in rows:
         speed = f"{base[r['method']] / r['wall']:.2f}x" if r["method"] in base else "-"
         diff = ", ".join(f"{k} {v:.1e}" for k, v in r.get("diff", {}).items()) or "-"
-        lines.append(f"| {METHODS[r['method']]} | {LABELS[r['mode']]} | {r['n']:,} | "
-                     f"{r['wall']:.1f} | {r['n'] / r['wall']:.1f} | {speed} | "
-                     f"{r['rss_mb']:.0f} | {r['tree_mb']:.0f} | {r['load']:.1f} | {diff} |")
+        lines.append(C.md_row([METHODS[r["method"]], LABELS[r["mode"]], f"{r['n']:,}",
+                               f"{r['wall']:.1f}", f"{r['n'] / r['wall']:.1f}", speed,
+                               f"{r['rss_mb']:.0f}", f"{r['tree_mb']:.0f}",
+                               f"{r['load']:.1f}", diff]))
     return "\n".join(lines)
 
 

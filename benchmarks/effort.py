@@ -146,26 +146,28 @@ def main(argv=None):
           f"when farther than {C.pct(args.threshold, None)} % of the bounding-box diagonal; "
           f"pin-and-refit moves the {args.per_round} worst, re-fits, repeats; no move: share "
           "of the landmarks\n")
-    head = ("| set | images after seed | landmarks | no move, pin-and-refit (%) | no move, "
-            "hand-fix all (%) | moves / image | update ms (median / max) | fit ms (median) |")
-    print(head)
-    print("|---" * 8 + "|")
+    print("\n".join(C.md_head(["set", "images after seed", "landmarks",
+                                "no move, pin-and-refit (%)", "no move, hand-fix all (%)",
+                                "moves / image", "update ms (median / max)",
+                                "fit ms (median)"], "l" * 8)))
     for name, r in rows:
-        print(f"| {name} | {r['images']} | {r['landmarks']} | {C.pct(r['no_move'], 1)} | "
-              f"{C.pct(r['no_move_first'], 1)} | {r['moves']:.2f} | "
-              f"{r['update_med']:.0f} / {r['update_max']:.0f} | {r['fit_med']:.1f} |")
+        print(C.md_row([name, r["images"], r["landmarks"], C.pct(r["no_move"], 1),
+                        C.pct(r["no_move_first"], 1), f"{r['moves']:.2f}",
+                        f"{r['update_med']:.0f} / {r['update_max']:.0f}",
+                        f"{r['fit_med']:.1f}"]))
     print("\nInspecting only the flagged landmarks (confidence of each fit and re-fit); "
           "per image: looked at, moved, off and missed; off after the first fit\n")
-    print("| set | person looks at | looked at / image (% of landmarks) | moved / image | "
-          "missed off / image | missed (% of off in the first fit) | off in the first "
-          "fit / image |")
-    print("|---" * 7 + "|")
+    print("\n".join(C.md_head(["set", "person looks at", "looked at / image (% of landmarks)",
+                                "moved / image", "missed off / image",
+                                "missed (% of off in the first fit)",
+                                "off in the first fit / image"], "l" * 7)))
     for name, r in rows:
         for rule, x in r["looks"].items():
             seen, moved, missed = x.mean(0)
             share = 100 * x[:, 2].sum() / max(r["off_first"] * len(x), 1e-9)
-            print(f"| {name} | {rule} | {seen:.2f} ({100 * seen / r['landmarks']:.0f}) | "
-                  f"{moved:.2f} | {missed:.2f} | {share:.1f} | {r['off_first']:.2f} |")
+            print(C.md_row([name, rule, f"{seen:.2f} ({100 * seen / r['landmarks']:.0f})",
+                            f"{moved:.2f}", f"{missed:.2f}", f"{share:.1f}",
+                            f"{r['off_first']:.2f}"]))
 
 
 if __name__ == "__main__":

@@ -138,8 +138,7 @@ HEADER = ["", "mean NME (%)", "median NME (%)", f"failures @{C.pct(FAIL, None)} 
 
 
 def table(rows):
-    lines = ["| " + " | ".join(HEADER) + " |", "|---" + "|---:" * (len(HEADER) - 1) + "|"]
-    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+    lines = C.md_head(HEADER) + [C.md_row(r.cells()) for r in rows]
     return "\n".join(lines)
 
 

@@ -21,34 +21,24 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-from _display import SIZE, rerun_under_xvfb  # noqa: E402
+from _display import SIZE, save_window, screenshot_main, wait_until  # noqa: E402
 
 
-def main(out=None):
-    out = Path(out or REPO / "docs" / "screenshot.png")
-    status = rerun_under_xvfb(__file__, out)
-    if status is not None:
-        return status
-
+def make(out):
     import numpy as np
-    from qtpy.QtWidgets import QApplication
 
     sys.path.insert(0, str(REPO / "tests" / "ui"))
-    from gui import drag, key, settle  # the tests' real mouse and key events
+    from gui import drag, key  # the tests' real mouse and key events
 
     from napari_gsm.ui import launch
     from napari_gsm.ui.launch import find_widget
 
     def wait(w):
-        while not (w.jobs.idle and w.training is None and w.fit_worker is None):
-            QApplication.processEvents()
-            time.sleep(0.01)
-        settle(10)
+        wait_until(lambda: w.jobs.idle and w.training is None and w.fit_worker is None)
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "faces"
@@ -78,12 +68,8 @@ def main(out=None):
         key(viewer, "Shift-G")
         wait(w)
         key(viewer, "J")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        viewer.screenshot(path=str(out), canvas_only=False, flash=False)
-        print(f"wrote {out} ({w.status_label.text()})")
-        viewer.close()
-    return 0
+        return save_window(viewer, out, w.status_label.text())
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:2]))
+    sys.exit(screenshot_main(__file__, REPO / "docs" / "screenshot.png", make))

@@ -15,23 +15,16 @@ Without a display it re-runs itself under ``xvfb-run`` (rendering needs an X ser
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-from _display import SIZE, rerun_under_xvfb  # noqa: E402
+from _display import SIZE, save_window, screenshot_main, wait_until  # noqa: E402
 
 
-def main(out=None):
-    out = Path(out or REPO / "docs" / "layers.png")
-    status = rerun_under_xvfb(__file__, out)
-    if status is not None:
-        return status
-
+def make(out):
     import napari
     import numpy as np
-    from qtpy.QtWidgets import QApplication
 
     from napari_gsm.io import read_pts
 
@@ -46,11 +39,7 @@ def main(out=None):
                           features={"landmark": np.arange(12)}, face_color="yellow", size=12)
 
     def wait(widget):
-        while widget.run is not None or getattr(widget, "worker", None) is not None:
-            QApplication.processEvents()
-            time.sleep(0.01)
-        for _ in range(10):
-            QApplication.processEvents()
+        wait_until(lambda: widget.run is None and getattr(widget, "worker", None) is None)
 
     _, train = viewer.window.add_plugin_dock_widget("napari-gsm", "Train from layers")
     train.all_pairs.value = True
@@ -65,14 +54,8 @@ def main(out=None):
         layer.visible = layer.name.startswith("63006")
     viewer.layers.selection.active = viewer.layers["63006 landmarks"]
     viewer.reset_view()
-    for _ in range(20):
-        QApplication.processEvents()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(path=str(out), canvas_only=False, flash=False)
-    print(f"wrote {out} ({train.status.value}; {fit.status.value})")
-    viewer.close()
-    return 0
+    return save_window(viewer, out, f"{train.status.value}; {fit.status.value}")
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:2]))
+    sys.exit(screenshot_main(__file__, REPO / "docs" / "layers.png", make))

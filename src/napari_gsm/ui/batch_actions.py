@@ -29,17 +29,25 @@ QUALITY_DOCK = "Model quality (GSM)"
 class BatchActions:
     """Training, validation, fitting every unannotated image, and export."""
 
+    def _accepted_for(self, run, busy, minimum, too_few):
+        """The accepted annotations (a snapshot) for a background job, which must not be
+        running yet (``run`` None, else ``busy``) and needs ``minimum`` images (else
+        ``too_few``)."""
+        self._need_project()
+        if run is not None:
+            raise ValueError(busy)
+        data = self.project.snapshot()
+        if len(data.items) < minimum:
+            raise ValueError(too_few)
+        return data
+
     # -- training ----------------------------------------------------------------------
     @guarded
     def train(self):
         """Train a model on the accepted annotations in a background thread (on the Dask
         scheduler given under *More options*, if any: its workers read the images)."""
-        self._need_project()
-        if self.training is not None:
-            raise ValueError("training is already running")
-        data = self.project.snapshot()
-        if len(data.items) < 2:
-            raise ValueError("accept at least two annotated images before training")
+        data = self._accepted_for(self.training, "training is already running", 2,
+                                  "accept at least two annotated images before training")
         method, params, gsm = self.train_settings()
         self._accepted_while_training = []
         names = self.project.names
@@ -133,12 +141,8 @@ class BatchActions:
         Uses the settings of the last training (else the controls'); the result goes to the
         *Model quality* dock.
         """
-        self._need_project()
-        if self.validation is not None:
-            raise ValueError("validation is already running")
-        data = self.project.snapshot()
-        if len(data.items) < 4:
-            raise ValueError("cross-validation needs at least 4 accepted images")
+        data = self._accepted_for(self.validation, "validation is already running", 4,
+                                  "cross-validation needs at least 4 accepted images")
         method, params, gsm = self._trained_with or self.train_settings()
         names = self.project.names
         items = [(it.image_path, it.points.copy()) for it in data.items]

@@ -20,7 +20,7 @@ from .image_state import UNCERTAIN
 from .layer_data import frame_count, frames_to_layer, group_by_frame, point_confidence
 from .session import SESSION, describe_model
 
-__all__ = ["wrapped_label", "follow_points", "image_frames", "current_frame", "landmarks_of",
+__all__ = ["wrapped_label", "layer_pair_choosers", "image_frames", "current_frame", "landmarks_of",
            "write_fits", "pair_for", "ModelPicker", "landmark_names", "FITTED_KEY",
            "CONFIDENCE_KEY", "moved_points", "model_lock"]
 
@@ -195,14 +195,23 @@ def pair_for(viewer, layer):
     return others[0] if len(others) == 1 else None
 
 
-def follow_points(viewer, image_widget, points_widget):
-    """Keep an image chooser on the Image layer that goes with the chosen Points layer."""
+def layer_pair_choosers(viewer):
+    """An Image-layer and a Points-layer chooser (magicgui, following the viewer's layer
+    list); choosing a Points layer picks the Image layer that goes with it
+    (:func:`pair_for`). Returns ``(image, points)``."""
+    from magicgui.widgets import create_widget
+    from napari.layers import Image, Points
+
+    image_widget = create_widget(annotation=Image, label="image")
+    points_widget = create_widget(annotation=Points, label="landmarks")
+
     def pair(points_layer):
         image = pair_for(viewer, points_layer)
         if image is not None and image in image_widget.choices:
             image_widget.value = image
 
     points_widget.changed.connect(pair)
+    return image_widget, points_widget
 
 
 class ModelPicker(Container):

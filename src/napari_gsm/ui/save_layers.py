@@ -17,7 +17,7 @@ from ..io import add_to_dataset, write_pts
 from .context_menu import add_layer_context_items
 from .background import start_frames
 from .layer_data import frame_image
-from .layers_common import (ModelPicker, current_frame, follow_points, image_frames,
+from .layers_common import (ModelPicker, current_frame, image_frames, layer_pair_choosers,
                             landmark_names, landmarks_of, model_lock, wrapped_label)
 from .session import SESSION
 
@@ -36,13 +36,9 @@ class SaveLayersWidget(Container):
     """Image + Points layers and a dataset folder; save to it, or export the layer."""
 
     def __init__(self, napari_viewer):
-        from magicgui.widgets import create_widget
-        from napari.layers import Image, Points
-
         self.viewer = napari_viewer
         add_layer_context_items()
-        self.image = create_widget(annotation=Image, label="image")
-        self.points = create_widget(annotation=Points, label="landmarks")
+        self.image, self.points = layer_pair_choosers(napari_viewer)
         self.folder = FileEdit(label="folder", mode="d")
         self.frames = ComboBox(label="frames", choices=list(FRAMES), value=FRAMES[0])
         self.picker = ModelPicker()
@@ -52,7 +48,6 @@ class SaveLayersWidget(Container):
         super().__init__(widgets=[self.image, self.points, self.folder, self.frames,
                                   self.picker, self.save_btn, self.export_btn, self.status])
         self.worker = None
-        follow_points(self.viewer, self.image, self.points)
         self.save_btn.changed.connect(self.save)
         self.export_btn.changed.connect(self.export)
 

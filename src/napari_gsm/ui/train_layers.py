@@ -15,7 +15,7 @@ from ..model import TrainParams, train
 from .context_menu import add_layer_context_items
 from .background import ProgressRun
 from .layer_data import frame_image
-from .layers_common import (follow_points, image_frames, landmark_names, landmarks_of,
+from .layers_common import (image_frames, layer_pair_choosers, landmark_names, landmarks_of,
                             pair_for, wrapped_label)
 from .session import SESSION
 
@@ -68,13 +68,9 @@ class TrainLayersWidget(Container):
     """Pick Image + Points layers (or every annotated pair), train, see progress, cancel."""
 
     def __init__(self, napari_viewer):
-        from napari.layers import Image, Points
-        from magicgui.widgets import create_widget
-
         self.viewer = napari_viewer
         add_layer_context_items()
-        self.image = create_widget(annotation=Image, label="image")
-        self.points = create_widget(annotation=Points, label="landmarks")
+        self.image, self.points = layer_pair_choosers(napari_viewer)
         self.all_pairs = CheckBox(text="all annotated pairs in the viewer")
         self.method = ComboBox(label="method", choices=list(METHODS), value="gsm")
         self.features = ComboBox(label="features", choices=["hog", "grey"], value="hog")
@@ -89,7 +85,6 @@ class TrainLayersWidget(Container):
                                             layout="horizontal", labels=False),
                                   self.progress, self.status])
         self.run = None
-        follow_points(self.viewer, self.image, self.points)
         self.train_btn.changed.connect(self.train)
         self.cancel_btn.changed.connect(self.cancel)
 
