@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,18 +48,36 @@ def wings_copy(tmp_path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def cluster():
-    """A Dask client of a LocalCluster with 2 worker processes x 1 thread, shared by the
-    distributed tests; a task fails once 2 workers died running it (instead of Dask's 4),
-    to keep those tests short."""
+@contextmanager
+def _local_cluster():
+    """A Dask client of a LocalCluster with 2 worker processes x 1 thread; a task fails
+    once 2 workers died running it (instead of Dask's 4), to keep the tests short."""
     import dask
     from distributed import Client, LocalCluster
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR)
+                          dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(lc)
-    yield client
-    client.close()
-    lc.close()
+    try:
+        yield client
+    finally:
+        client.close()
+        lc.close()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The cluster the distributed tests share (:func:`_local_cluster`); tests that kill
+    workers use :func:`fresh_cluster` instead."""
+    with _local_cluster() as client:
+        yield client
+
+
+@pytest.fixture
+def fresh_cluster():
+    """A cluster of this test's own, for a test that kills workers: a nanny may give up
+    restarting a worker killed again and again (seen in CI: the shared cluster was left
+    with one worker and the next tests waited for the second)."""
+    with _local_cluster() as client:
+        yield client

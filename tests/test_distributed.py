@@ -134,11 +134,12 @@ def test_cli_on_a_scheduler_writes_the_same_files(cluster, wings, tmp_path, caps
     assert docs[0]["mean_nme_pct"] == docs[1]["mean_nme_pct"]
 
 
-def test_a_killed_worker_loses_nothing(cluster, wings, tmp_path, capsys):
+def test_a_killed_worker_loses_nothing(fresh_cluster, wings, tmp_path, capsys):
     """A worker process is killed as soon as the first .pts is written: Dask runs its
     images again on the other worker (and on the restarted one), and the job still ends
     with exactly one valid .pts per image, equal to the in-process fit, and no temporary
     file."""
+    cluster = fresh_cluster
     _alive(cluster)
     out = tmp_path / "out"
     pids = cluster.run(os.getpid)
@@ -173,10 +174,11 @@ def test_a_killed_worker_loses_nothing(cluster, wings, tmp_path, capsys):
     assert pids[victim] not in cluster.run(os.getpid).values()  # it was restarted
 
 
-def test_an_image_every_worker_dies_on_is_named(cluster, wings):
+def test_an_image_every_worker_dies_on_is_named(fresh_cluster, wings):
     """A task whose worker dies each time ends the job with a message naming the image
     (allowed-failures + 1 workers), not a traceback or a hang, after the other images.
     (Dask may also give up on an image that shared the dying workers: it is named too.)"""
+    cluster = fresh_cluster
     from napari_gsm.distributed._dask import stream
 
     _alive(cluster)

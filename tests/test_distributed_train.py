@@ -103,10 +103,11 @@ def test_images_in_memory_cannot_go_to_the_cluster(cluster, data):
         train(pairs, "gsm", client=cluster)
 
 
-def test_a_worker_killed_mid_training_changes_nothing(cluster, data):
+def test_a_worker_killed_mid_training_changes_nothing(fresh_cluster, data):
     """A worker is killed (SIGKILL) when the cascade's second level starts: the parts it
     held (their virtual samples) are computed again from their inputs, and the model is
     the one trained without the kill."""
+    cluster = fresh_cluster
     cluster.wait_for_workers(2, timeout=120)
     kw = dict(levels=3, perturbations=6)
     here = train(data, "gsm-cr", **kw)
@@ -153,8 +154,9 @@ def _dies_on(stem):
     return DiesOn()
 
 
-def test_training_that_cannot_finish_leaves_the_model_file_alone(cluster, data, tmp_path,
+def test_training_that_cannot_finish_leaves_the_model_file_alone(fresh_cluster, data, tmp_path,
                                                                   capsys):
+    cluster = fresh_cluster
     cluster.wait_for_workers(2, timeout=120)
     out = tmp_path / "model.npz"
     assert main(["train", str(data), "-o", str(out), "--lam", "0.1"]) == 0

@@ -181,7 +181,7 @@ def test_train_and_fit_all_on_a_dask_scheduler_give_the_same_model_and_drafts(
     model = w.model
     expected = {i: model.fit(read_image(p.items[i].image_path)).points for i in todo}
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         w.scheduler_edit.setText(cluster.scheduler_address)
         w.train_btn.click()
         assert f"on {cluster.scheduler_address}" in w.status_label.text()

@@ -54,10 +54,10 @@ def connect(workers=None, scheduler=None):
         if int(workers) < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         # Worker processes start with one BLAS/OpenMP thread (the nanny's default
-        # environment); fits pin BLAS to one thread anyway. No dashboard: its web
-        # server needs bokeh and a port.
+        # environment); fits pin BLAS to one thread anyway. The dashboard (if bokeh is
+        # installed) on any free port: the default 8787 may belong to another cluster.
         cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         try:
