@@ -35,6 +35,7 @@ from napari_gsm.evaluate import nme  # noqa: E402
 from napari_gsm.methods import METHODS, GSMParams  # noqa: E402
 from napari_gsm.crossfit import calibration_folds, cross_fits  # noqa: E402
 from napari_gsm.model import TrainParams, load_model, train  # noqa: E402
+from napari_gsm.shape3d import ortho_procrustes, rotation_to_euler  # noqa: E402
 
 #: Rows after the start row: key -> (label, features, method name, TrainParams kwargs).
 ROWS = {
@@ -205,6 +206,36 @@ def _box_from_start(model, start):
 
 
 # -- one suite -------------------------------------------------------------------------
+def true_yaw(model3d, points):
+    """Head yaw (degrees) of ground-truth landmarks ``(v, 2)``: the camera of the model's
+    NRSfM mean 3D shape fitted to them (0 is the training faces' average pose)."""
+    _, R, _ = ortho_procrustes(model3d.state.shape3d.mean, model3d.shape.align(points))
+    return rotation_to_euler(R)[0]
+
+
+def yaw_quarter_line(rows, order, model3d, test_s):
+    """The rows on the quarter of test faces with the largest |yaw|, where a 3D prior
+    should pay (issue #15): mean NME, median fit_ms, and GSM 2D+3D against GSM 2D."""
+    yaw = np.abs([true_yaw(model3d, s.points) for s in test_s])
+    keep = yaw >= np.quantile(yaw, 0.75)
+    parts = []
+    for k in order:
+        r = rows[k]
+        err = np.mean(np.asarray(r.errors)[keep])
+        ms = f", {np.median(np.asarray(r.fit_ms)[keep]):.1f} ms" if r.fit_ms else ""
+        parts.append(f"{r.method} {r.features} {C.pct(err)}{ms}")
+    line = (f"- the {keep.sum()} test faces with the largest head yaw (|yaw| >= "
+            f"{yaw[keep].min():.0f} deg, median {np.median(yaw[keep]):.0f} deg, estimated from "
+            f"the ground truth with GSM 2D+3D's NRSfM shape; all faces: median "
+            f"{np.median(yaw):.0f} deg): mean NME (%) and median fit_ms: " + "; ".join(parts))
+    if "gsm" in rows:
+        a, b = (np.mean(np.asarray(rows[k].errors)[keep]) for k in ("gsm3d", "gsm"))
+        ta, tb = (np.median(np.asarray(rows[k].fit_ms)[keep]) for k in ("gsm3d", "gsm"))
+        line += (f". GSM 2D+3D vs GSM 2D there: {100 * (1 - a / b):+.1f} % lower mean NME, "
+                 f"{ta / tb:.2f}x the time")
+    return line
+
+
 def suite_items(name, quick):
     """A suite's ``(train, test)`` dataset items (the ``--quick`` subsets if ``quick``)."""
     cfg = SUITES[name]
@@ -367,6 +398,8 @@ def run_suite(name, args):
         lines.append(f"- mean NME (%) on the {keep.sum()} test faces whose start box contains the "
                      f"face (the other {len(keep) - keep.sum()}: a wrong detection or none): "
                      + means)
+    if "gsm3d" in models:
+        lines.append(yaw_quarter_line(rows, order, models["gsm3d"][0], test_s))
     if peers:
         lines.append("- dlib fit_ms is the predictor call alone on a uint8 image; the GSM/CLM "
                      "fit_ms also include building the image pyramid.")
