@@ -274,3 +274,24 @@ def test_nothing_of_dask_is_imported_without_a_client(wings, tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_local_cluster_shares_the_cores_out_to_opencv(cluster, wings):
+    """One worker on this computer runs OpenCV (the face detector, warps) on every core,
+    as a fit in this process does; two workers share the cores; workers started without
+    napari-gsm's setting (a scheduler's) run OpenCV on one thread each."""
+    import cv2
+
+    from napari_gsm.distributed._client import _cores
+    from napari_gsm.distributed._dask import model_on_workers
+
+    def threads(client):
+        with model_on_workers(client, ModelFile(wings["model"])):
+            return sorted(client.run(cv2.getNumThreads).values())
+
+    assert threads(cluster) == [1, 1]
+    cores = _cores()
+    with connect(workers=1) as client:
+        assert threads(client) == [cores]
+    with connect(workers=2) as client:
+        assert threads(client) == [max(1, cores // 2)] * 2

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 
-__all__ = ["ClusterError", "connect", "describe"]
+__all__ = ["ClusterError", "connect", "describe", "OPENCV_THREADS_VAR"]
+
+#: Environment variable: how many threads OpenCV uses in a worker that fits (default 1).
+OPENCV_THREADS_VAR = "NAPARI_GSM_OPENCV_THREADS"
 
 #: Seconds to reach a scheduler, and then to wait for its first worker.
 CONNECT_TIMEOUT = 30.0
@@ -24,8 +28,10 @@ def connect(workers=None, scheduler=None):
     Parameters
     ----------
     workers : int, optional
-        Start a cluster on this computer: that many worker processes of one thread each
-        (a fit uses one core; processes, because fitting holds Python's GIL).
+        Start a cluster on this computer: that many worker processes of one task thread
+        each (processes, because fitting holds Python's GIL). The computer's cores are
+        shared out: OpenCV (the face detector, warps) in each worker gets
+        ``cores // workers`` threads, so one worker uses the cores as this process would.
     scheduler : str, optional
         Connect to the running ``distributed`` scheduler at this address
         (``tcp://host:8786``). Its workers need napari-gsm, the same version as here,
@@ -56,8 +62,10 @@ def connect(workers=None, scheduler=None):
         # Worker processes start with one BLAS/OpenMP thread (the nanny's default
         # environment); fits pin BLAS to one thread anyway. The dashboard (if bokeh is
         # installed) on any free port: the default 8787 may belong to another cluster.
+        share = max(1, _cores() // int(workers))
         cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR,
+                               env={OPENCV_THREADS_VAR: str(share)})
         client = Client(cluster)
     else:
         try:
@@ -73,6 +81,14 @@ def connect(workers=None, scheduler=None):
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _cores():
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _reason(exc):

@@ -6,6 +6,7 @@ load Dask.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from concurrent.futures import CancelledError
 from distributed import WorkerPlugin, as_completed, get_worker
 from distributed.scheduler import KilledWorker
 
-from ._client import ClusterError, _reason
+from ._client import OPENCV_THREADS_VAR, ClusterError, _reason
 from ._fit import fit_file
 from ._model import model_bytes
 
@@ -33,8 +34,9 @@ class ModelPlugin(WorkerPlugin):
 
     A worker plugin rather than scattered data: the scheduler hands it to every worker
     that joins later, so a worker restarted after a crash has the model again, whatever
-    happened to the others. The bytes are read like any model file (no pickle); on the
-    worker, OpenCV runs on one thread, since the worker's threads are the parallelism.
+    happened to the others. The bytes are read like any model file (no pickle). On the
+    worker OpenCV runs on ``NAPARI_GSM_OPENCV_THREADS`` threads (default 1: the workers
+    are the parallelism; a local cluster shares the computer's cores out among them).
     """
 
     def __init__(self, data, name):
@@ -46,11 +48,19 @@ class ModelPlugin(WorkerPlugin):
 
         from ..model import load_model
 
-        cv2.setNumThreads(1)
+        cv2.setNumThreads(opencv_threads())
         self.model = load_model(model_bytes(self.data, self.name))
 
     def teardown(self, worker):
         self.model = None
+
+
+def opencv_threads():
+    """OpenCV threads for a worker: ``NAPARI_GSM_OPENCV_THREADS`` if set, else 1."""
+    try:
+        return max(1, int(os.environ.get(OPENCV_THREADS_VAR, "1")))
+    except ValueError:
+        return 1
 
 
 @contextmanager
