@@ -188,14 +188,18 @@ class FrameCache:
         centres = self._update(shape, theta)
         return preprocess_patches(sample_patches(self.fmap, centres, self.spec), self.spec)
 
-    def responses(self, shape, theta, reader):
-        """Detector responses ``(v, 6)`` at ``shape`` near pose ``theta``.
+    def features(self, shape, theta, reader):
+        """The ``6v`` GSM features (eq. 50 order) at ``shape`` near pose ``theta``.
 
         ``reader`` is a :class:`~napari_gsm.responses.FeatureReader`
         (``Detectors.reader(level, spec)``); measured in the frame of :attr:`theta`.
         """
         centres = self._update(shape, theta)
-        return reader.read(self.fmap, centres[None])[0].reshape(6, -1).T
+        return reader.read(self.fmap, centres[None])[0]
+
+    def responses(self, shape, theta, reader):
+        """:meth:`features` as detector responses ``(v, 6)``, one row per landmark."""
+        return self.features(shape, theta, reader).reshape(6, -1).T
 
 
 def feature_map(frame, spec):
