@@ -10,7 +10,9 @@ learned linear update::
 current shape is found by Procrustes against ``s0``, the image is warped into the reference
 frame, and ``x`` is the shape there. The update is learned and applied in that frame too
 (``2v`` numbers, mapped back to the image by ``S^-1``), so it does not depend on where the
-object is or how large it is.
+object is or how large it is. A level keeps the previous level's warped frame and feature
+map while the pose has moved by less than :data:`FRAME_TOL` (the later levels move it
+little), as training shares frames between nearby poses.
 
 Training (Algorithm 4) simulates ``M`` starts per image drawn like the real starts, runs the
 cascade on them level by level and solves one ridge regression per level. Only the ``6v + 1``
@@ -197,7 +199,8 @@ def fit_cascade(model, pyramid, start, *, pinned=None, history=True, warm_start=
     shape_model, spec = model.shape, model.features
     s0, sm, frame_shape = shape_model.s0, shape_model.sm, shape_model.frame_shape
     coarse = int(state.info.get("coarse_levels", 0))
-    readers = [model.detectors.reader(_sigma_index(model, k, coarse), model.features) for k in range(state.levels)]
+    readers = [model.detectors.reader(_sigma_index(model, k, coarse), model.features)
+               for k in range(state.levels)]
     v = shape_model.n_landmarks
     s = np.asarray(start, float).copy()
     hist = [s.copy()] if history else []
