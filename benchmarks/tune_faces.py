@@ -9,6 +9,7 @@ else the box the placement maps onto the prior start). The LFPW test faces are n
     .venv/bin/python benchmarks/tune_faces.py starts        # simulated vs real start errors
     .venv/bin/python benchmarks/tune_faces.py clm           # CLM bandwidth schedules
     .venv/bin/python benchmarks/tune_faces.py cascade --variants '{"levels": 6}' ...
+    .venv/bin/python benchmarks/tune_faces.py cascade --fit-variants '{"frame_tol": 0}' ...
 
 Each experiment prints a table: mean / median NME in % of the outer-eye-corner distance,
 failures and AUC at 8 %, median fit_ms (timings are only comparable within one run).
@@ -92,13 +93,22 @@ def boxes_for(model, samples):
 
 
 def evaluate(model, samples, boxes, **fit_kw):
-    errs, ms = [], []
-    for s, b in zip(samples, boxes):
-        C.flush_caches()
-        r = model.fit(s.grey, "box", box=b, box_kind="detector", history=False, **fit_kw)
-        errs.append(nme(r.points, s.points, "auto"))
-        ms.append(r.fit_ms)
-    return np.array(errs), np.array(ms)
+    errs, ms, _ = evaluate_each(model, samples, boxes, [fit_kw])
+    return errs[0], ms[0]
+
+
+def evaluate_each(model, samples, boxes, fit_kws, extra=None):
+    """NMEs, fit_ms and the ``extra[extra]`` values (NaN without it) of the fits from the
+    start boxes with each of ``fit_kws``, ``(len(fit_kws), n)`` arrays each. The settings
+    take turns on every face, so a change in the machine's load hits them alike."""
+    out = np.full((3, len(fit_kws), len(samples)), np.nan)
+    for i, (s, b) in enumerate(zip(samples, boxes)):
+        for j, kw in enumerate(fit_kws):
+            C.flush_caches()
+            r = model.fit(s.grey, "box", box=b, box_kind="detector", history=False,
+                          confidence=False, **kw)
+            out[:, j, i] = nme(r.points, s.points, "auto"), r.fit_ms, r.extra.get(extra, np.nan)
+    return out
 
 
 CUTOFF = 0.08
@@ -180,7 +190,9 @@ def exp_clm(args):
 
 def exp_cascade(args):
     """GSM-CR training variants: each ``--variants`` entry is a JSON dict of
-    ``train_cascade`` keyword arguments (``{}`` is the default)."""
+    ``train_cascade`` keyword arguments (``{}`` is the default); each trained cascade fits
+    with every ``--fit-variants`` entry, a JSON dict of ``fit_cascade`` keyword arguments
+    (side by side, so their fit_ms compare)."""
     fit, val = split(args.n_train, args.n_val)
     params = TrainParams(face_detector=True, **json.loads(args.train_params))
     model = base_model(fit, params)
@@ -196,10 +208,15 @@ def exp_cascade(args):
         t0 = time.perf_counter()
         m.state = METHODS["gsm-cr"].train(m, fit, **kw)
         secs = time.perf_counter() - t0
-        e, ms = evaluate(m, val, boxes)
         info = m.state.info
-        log(row(f"GSM-CR {v}", e, ms, f"train {secs:.0f} s; held-out px "
-                f"{[round(x, 2) for x in info['heldout_error']]}"))
+        log(f"| GSM-CR {v} trained | | | | | | train {secs:.0f} s; held-out px "
+            f"{[round(x, 2) for x in info['heldout_error']]} |")
+        fvs = args.fit_variants or ["{}"]
+        errs, ms, warps = evaluate_each(m, val, boxes, [json.loads(f) for f in fvs],
+                                        "n_warps")
+        for j, fv in enumerate(fvs):
+            log(row(f"GSM-CR {v}, fit {fv}", errs[j], ms[j],
+                    f"{np.mean(warps[j]):.2f} warps per fit"))
 
 
 EXPERIMENTS = {"starts": exp_starts, "clm": exp_clm, "cascade": exp_cascade}
@@ -212,6 +229,8 @@ def main(argv=None):
                    help="training faces (0: all 1,511 tuning faces not held out)")
     p.add_argument("--n-val", type=int, default=300, help="held-out tuning faces")
     p.add_argument("--variants", nargs="*", default=[], help="JSON settings to compare")
+    p.add_argument("--fit-variants", nargs="*", default=[],
+                   help="cascade: JSON fit settings to compare on each trained variant")
     p.add_argument("--train-params", default="{}", help="JSON TrainParams overrides")
     args = p.parse_args(argv)
     EXPERIMENTS[args.experiment](args)

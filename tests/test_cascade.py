@@ -13,7 +13,7 @@ from napari_gsm.features import (FeatureSpec, Pyramid, feature_map, preprocess_p
                                  sample_patches)
 from napari_gsm.methods import METHODS
 from napari_gsm.responses import FeatureReader
-from napari_gsm.methods.cascade import CascadeState, load_cascade
+from napari_gsm.methods.cascade import CascadeState, fit_cascade, load_cascade
 from napari_gsm.methods.cascade_train import train_cascade
 from napari_gsm.methods.gsm import fit_gsm
 from napari_gsm.model import Sample, TrainParams, load_model, train
@@ -198,6 +198,75 @@ def test_model_file_round_trip_gives_identical_fits(model, data, tmp_path):
     a = model.fit(img, init="box", box=np.r_[lo, hi])
     b = again.fit(img, init="box", box=np.r_[lo, hi])
     assert np.array_equal(a.points, b.points)
+
+
+def _exact_fit(model, img, start):
+    """Algorithm 3 as written: a warp and a feature map at every level's pose."""
+    from napari_gsm.geometry import pose_from_shape
+    from napari_gsm.methods.cascade import _from_frame, _sigma_index, _to_frame
+    from napari_gsm.shape import from_vec
+
+    shape, spec, state = model.shape, model.features, model.state
+    pyramid = Pyramid(img)
+    s = np.asarray(start, float)
+    for k, R in enumerate(state.R):
+        theta = pose_from_shape(s, shape.s0, shape.sm)
+        fmap = feature_map(pyramid.warp(theta, shape.sm, shape.frame_shape), spec)
+        x = _to_frame(s[None], theta[None], shape.sm)
+        reader = model.detectors.reader(_sigma_index(model, k, state.info["coarse_levels"]),
+                                        spec)
+        dx = np.r_[reader.read(fmap, x)[0], 1.0] @ R
+        s = _from_frame(x + from_vec(dx)[None], theta[None], shape.sm)[0]
+    return s
+
+
+def _box_starts(model, data, seed):
+    """Starts placed in noisy boxes around the true shapes, with their images and truths."""
+    from napari_gsm.init import start_from_box
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for img, pts in data:
+        lo, hi = pts.min(0), pts.max(0)
+        box = np.r_[lo, hi] + rng.normal(0, 0.08 * (hi[0] - lo[0]), 4)
+        out.append((img, pts, start_from_box(model.shape.s0, box)))
+    return out
+
+
+def test_frame_tol_zero_warps_at_every_level_as_algorithm_3(model, data):
+    for img, _, start in _box_starts(model, data[36:], 7):
+        r = fit_cascade(model, Pyramid(img), start, frame_tol=0.0)
+        assert r.extra["n_warps"] == model.state.levels
+        np.testing.assert_allclose(r.points, _exact_fit(model, img, start), atol=1e-6)
+
+
+def test_default_frame_tol_warps_less_and_lands_where_the_exact_fit_does(model, data):
+    """The default keeps a frame while the pose moves little: fewer warps, and final shapes
+    within a small fraction of the fit's own error from Algorithm 3's. Never re-warping
+    (an infinite tolerance) lands visibly farther off."""
+    warps, gap, gap_never, err, err_exact = [], [], [], [], []
+    for img, pts, start in _box_starts(model, data[36:] + data[:8], 7):
+        exact = _exact_fit(model, img, start)
+        r = fit_cascade(model, Pyramid(img), start)
+        never = fit_cascade(model, Pyramid(img), start, frame_tol=np.inf)
+        assert never.extra["n_warps"] <= r.extra["n_warps"] <= model.state.levels
+        warps.append(r.extra["n_warps"])
+        gap.append(_nme(r.points, exact))
+        gap_never.append(_nme(never.points, exact))
+        err.append(_nme(r.points, pts))
+        err_exact.append(_nme(exact, pts))
+    # 0.02: 3 warps of 4, 0.046 px from the exact fits (0.05: 2.6 warps, 0.049 px; never
+    # re-warping: 1.25 warps, 0.16 px), whose error is 0.40 px.
+    assert np.mean(warps) < model.state.levels - 0.5
+    assert np.mean(gap) < 0.2 * np.mean(err_exact)
+    assert np.mean(gap) < 0.6 * np.mean(gap_never)
+    assert np.mean(err) < 1.05 * np.mean(err_exact)
+
+
+def test_warm_start_warps_only_for_the_levels_it_runs(model, data):
+    img, _, start = _box_starts(model, data[40:41], 3)[0]
+    r = fit_cascade(model, Pyramid(img), start, warm_start=True, frame_tol=0.0)
+    assert r.n_iter == r.extra["n_warps"] == model.state.levels - 2
 
 
 def test_fixed_lam_skips_holdout(model, data):

@@ -188,14 +188,18 @@ class FrameCache:
         centres = self._update(shape, theta)
         return preprocess_patches(sample_patches(self.fmap, centres, self.spec), self.spec)
 
-    def responses(self, shape, theta, reader):
-        """Detector responses ``(v, 6)`` at ``shape`` near pose ``theta``.
+    def features(self, shape, theta, reader):
+        """The ``6v`` GSM features (eq. 50 order) at ``shape`` near pose ``theta``.
 
         ``reader`` is a :class:`~napari_gsm.responses.FeatureReader`
         (``Detectors.reader(level, spec)``); measured in the frame of :attr:`theta`.
         """
         centres = self._update(shape, theta)
-        return reader.read(self.fmap, centres[None])[0].reshape(6, -1).T
+        return reader.read(self.fmap, centres[None])[0]
+
+    def responses(self, shape, theta, reader):
+        """:meth:`features` as detector responses ``(v, 6)``, one row per landmark."""
+        return self.features(shape, theta, reader).reshape(6, -1).T
 
 
 def feature_map(frame, spec):
@@ -221,12 +225,13 @@ def _dense_hog(img, cell, n_bins):
     gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1)
     mag, ang = cv2.cartToPolar(gx, gy)
     # Unsigned orientation in bins; each pixel votes into its two nearest bins. Everything
-    # stays float32 / int32 and branch-free (a masked subtraction instead of a modulo):
-    # this runs at every re-warp.
+    # stays float32 and branch-free (a masked subtraction instead of a modulo): this runs
+    # at every re-warp. The bin indices are numpy's own index type (intp): int32 indices
+    # are converted at every assignment, which took as long as the assignment itself.
     m = mag.ravel()
     b = (ang * np.float32(n_bins / np.pi)).ravel()  # [0, 2 n_bins)
     b -= np.float32(n_bins) * (b >= n_bins)  # [pi, 2 pi) is [0, pi) unsigned
-    b0 = b.astype(np.int32)  # b >= 0, so truncation is the floor
+    b0 = b.astype(np.intp)  # b >= 0, so truncation is the floor
     m1 = m * (b - b0.astype(np.float32))
     b0 -= n_bins * (b0 == n_bins)  # OpenCV can return an angle of exactly 2 pi
     b1 = b0 + 1
@@ -237,11 +242,15 @@ def _dense_hog(img, cell, n_bins):
     hist = np.zeros(b.size * n_bins, np.float32)
     hist[b0] = m - m1
     hist[b1] = m1  # b1 != b0, so this never overwrites a vote
-    hist = cv2.boxFilter(hist.reshape(img.shape + (n_bins,)), -1, (cell, cell),
-                         borderType=cv2.BORDER_REFLECT)
+    # Box means as separable filters: the same sums as cv2.boxFilter (to float rounding),
+    # about 1.7x faster on the nine channels.
+    k = _box_kernel(cell)
+    hist = cv2.sepFilter2D(hist.reshape(img.shape + (n_bins,)), -1, k, k,
+                           borderType=cv2.BORDER_REFLECT)
     # Block normalisation by the mean gradient magnitude over 2 x 2 cells (L1, one filter
     # instead of the L2 energy of every channel: same invariance to local contrast).
-    block = cv2.boxFilter(mag, -1, (2 * cell, 2 * cell), borderType=cv2.BORDER_REFLECT)
+    k = _box_kernel(2 * cell)
+    block = cv2.sepFilter2D(mag, -1, k, k, borderType=cv2.BORDER_REFLECT)
     hist *= (1.0 / (block + np.float32(0.02)))[..., None]
     return hist
 
@@ -249,9 +258,17 @@ def _dense_hog(img, cell, n_bins):
 @functools.lru_cache(maxsize=8)
 def _vote_base(n_pixels, n_bins):
     """Offset of every pixel's first bin in the flat ``(n_pixels, n_bins)`` histogram."""
-    base = np.arange(0, n_pixels * n_bins, n_bins, dtype=np.int32)
+    base = np.arange(0, n_pixels * n_bins, n_bins, dtype=np.intp)
     base.flags.writeable = False  # shared between calls
     return base
+
+
+@functools.lru_cache(maxsize=8)
+def _box_kernel(n):
+    """``(n,)`` float32 mean kernel (one axis of an ``n x n`` box filter)."""
+    k = np.full(n, 1.0 / n, np.float32)
+    k.flags.writeable = False
+    return k
 
 
 def sample_patches(fmap, centres, spec):

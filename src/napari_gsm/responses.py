@@ -51,7 +51,8 @@ class FeatureReader:
         w2 = w.astype(np.float64) ** 2
         self.w2sum = float(w2.sum())
         self.w2_32 = w2.astype(np.float32)
-        self.ones_k = np.full(L * L, 1.0 / (L * L), np.float32)
+        # The mean and the squared-window sum of every channel, in one product.
+        self.mean_w2 = np.stack([np.full(K, 1.0 / K, np.float32), self.w2_32])
         h = filters.reshape(v, 6, K, D)
         # Windowed filters, flattened in the order cv2.remap lays out a patch's samples.
         self.W = np.ascontiguousarray((w[None, None, :, None] * h).reshape(v, 6, K * D))
@@ -83,8 +84,7 @@ class FeatureReader:
         # Every reduction is a matrix product: numpy's axis reductions are much slower.
         A = np.matmul(self.W, P.reshape(v, n, -1).transpose(0, 2, 1))  # (v, 6, n)
         # The norm's terms cancel: combine them in float64.
-        mean = (self.ones_k @ P).astype(np.float64)  # (v n, D)
-        S = (self.w2_32 @ P).astype(np.float64)
+        mean, S = (self.mean_w2 @ P).astype(np.float64).transpose(1, 0, 2)  # (v n, D)
         T = (np.square(P.reshape(v * n, -1)) @ self.w2_rep).astype(np.float64)
         norm2 = T - 2 * (mean * S).sum(1) + (mean * mean).sum(1) * self.w2sum
         norm = np.sqrt(np.maximum(norm2, 0.0)) + 1e-6
