@@ -62,7 +62,7 @@ class OnCluster:
         if k == 0:
             return []
         bounds = [round(i * len(samples) / k) for i in range(k + 1)]
-        return [list(samples[a:b]) for a, b in zip(bounds, bounds[1:])]
+        return [samples[a:b] for a, b in zip(bounds, bounds[1:])]
 
     def put(self, obj, sums=False):
         """``obj`` for the workers' tasks, sent once to each worker that uses it (a model
@@ -103,7 +103,7 @@ class OnCluster:
         out.what, out.total, out.done = what, total, done
         out.labels = [_label(job) for job in jobs]
         out.items = items if items is not None else sum(
-            len(job[0]) if isinstance(job[0], list) else 1 for job in jobs)
+            len(job[0]) if _is_part(job[0]) else 1 for job in jobs)
         return out
 
     def results(self, futures):
@@ -140,10 +140,18 @@ def _given(obj):
     return obj
 
 
+def _is_part(obj):
+    """Whether a job's first argument is a part of the training images (a list of
+    samples or a :class:`~napari_gsm.listing.Listing`)."""
+    from ..listing import Listing
+
+    return isinstance(obj, (list, Listing))
+
+
 def _label(job):
     """What a job works on, for an error message: its part's first image, or "a part"."""
     part = job[0] if job else None
-    if isinstance(part, list) and part and hasattr(part[0], "name"):
+    if _is_part(part) and len(part) and hasattr(part[0], "name"):
         more = len(part) - 1
         return f"{part[0].name}" + (f" and {more} other image(s)" if more else "")
     return "a part of the training images"
