@@ -239,8 +239,8 @@ class DetectorSums:
     S: np.ndarray
     b: np.ndarray
     n: int
-    sizes: list  # (H, W) per image
-    face_boxes: list  # (4,) per image: the face detector's box matching it (NaN: none)
+    sizes: np.ndarray  # (n, 2) int: (H, W) per image
+    face_boxes: np.ndarray  # (n, 4): the face detector's box matching each image (NaN: none)
 
 
 def detector_sums(part, model, face_detector=False, tick=None):
@@ -263,7 +263,8 @@ def detector_sums(part, model, face_detector=False, tick=None):
                      else np.full(4, np.nan))
         _tick(tick)
     det = acc.detectors
-    return DetectorSums(det.S, det.b, det.n, sizes, boxes)
+    return DetectorSums(det.S, det.b, det.n, np.array(sizes, np.int32).reshape(-1, 2),
+                        np.array(boxes, float).reshape(-1, 4))
 
 
 def add_sums(det, sums):
