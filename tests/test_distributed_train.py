@@ -258,3 +258,22 @@ def test_the_clients_memory_does_not_grow_with_the_training_images(cluster, monk
     # the first image's landmarks (its landmark count, the first Procrustes reference)
     assert len(reads) - reads_one == reads_one <= 2
     np.testing.assert_allclose(big.shape.s0, small.shape.s0, atol=1e-9)  # the same shapes
+
+
+def test_a_datasets_unsaved_landmarks_are_the_ones_trained_on_the_cluster(cluster, data):
+    """A dataset in memory (the widget's accepted annotations) may hold landmarks that are
+    not in its .pts files: those travel, and the model is the one trained here on them."""
+    from napari_gsm.io import load_dataset
+    from napari_gsm.methods import GSMParams
+
+    ds = load_dataset(data)
+    ds.items[3].points = ds.items[3].points.copy()
+    ds.items[3].points[0] += 4.0  # a landmark moved, not saved
+    kw = dict(gsm_params=GSMParams(lam=0.1, refit_scale=0.5), calibrate=False)
+    here = train(ds, "gsm", **kw)
+    there = train(ds, "gsm", client=cluster, **kw)
+    saved = train(data, "gsm", client=cluster, **kw)
+    np.testing.assert_allclose(there.shape.shape_sum, here.shape.shape_sum, rtol=1e-12)
+    np.testing.assert_allclose(there.detectors.S, here.detectors.S, rtol=1e-9,
+                               atol=1e-12 * np.abs(here.detectors.S).max())
+    assert np.abs(saved.shape.shape_sum - here.shape.shape_sum).max() > 1e-3

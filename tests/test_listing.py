@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_gsm.io import Dataset, load_dataset, write_pts
+from napari_gsm.io import load_dataset, write_pts
 from napari_gsm.listing import Listing
 from napari_gsm.training import pick, positions
 
@@ -47,12 +47,18 @@ def test_a_listing_holds_a_few_bytes_per_image(folders):
     assert listing.nbytes / len(listing) < 40  # names "im0.png", "im0.pts", folder, index, size
 
 
-def test_datasets_list_like_their_folders_and_counts_must_agree(folders):
+def test_datasets_list_like_their_folders_with_their_own_landmarks(folders):
     a = Listing.from_folders(folders)
-    b = Listing.from_folders([load_dataset(f) for f in folders])
-    assert [s.name for s in a] == [s.name for s in b]
+    datasets = [load_dataset(f) for f in folders]
+    datasets[1].item("im0").points = datasets[1].item("im0").points + 100  # not saved
+    b = Listing.from_datasets(datasets)
+    assert [s.name for s in a] == [s.name for s in b] and b.points.shape == (5, 4, 2)
+    np.testing.assert_array_equal(b[3].with_points().points, a[3].with_points().points + 100)
+    np.testing.assert_array_equal(pick(b, [4])[0].points, a[4].with_points().points)
+
+
+def test_counts_must_agree(folders):
     write_pts(folders[1] / "im0.pts", np.zeros((5, 2)))
     write_pts(folders[1] / "im1.pts", np.zeros((5, 2)))
     with pytest.raises(ValueError, match="set1: 5 landmarks per image, but .*set0 has 4"):
         Listing.from_folders(folders)
-    assert isinstance(load_dataset(folders[0]), Dataset)

@@ -64,14 +64,15 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
         400). Off, the model gathers a calibration from its incremental updates only.
     client : distributed.Client, optional
         Train on that Dask cluster's workers (:func:`napari_gsm.distributed.connect` makes
-        one): they read the images and their landmarks (``data`` must be datasets or
-        folders, seen by the workers at the same paths) and return their parts' sums,
-        which are added here. This process reads no image, and the landmarks of only the
-        few images it needs whole (the held-out ones); per training image it keeps its
-        file names, its size and, with a face detector, its box
-        (:class:`~napari_gsm.listing.Listing`): its memory hardly grows with the number
-        of images. None: everything runs here. Both give the same model, up to the order
-        of floating-point sums.
+        one): they read the images, and the landmarks of folders (``data`` must be
+        datasets or folders, seen by the workers at the same paths), and return their
+        parts' sums, which are added here. Given folders, this process reads no image and
+        the landmarks of only the few images it needs whole (the held-out ones); per
+        training image it keeps its file names, its size and, with a face detector, its
+        box (:class:`~napari_gsm.listing.Listing`), so its memory hardly grows with the
+        number of images (datasets in memory keep their landmarks here too). None:
+        everything runs here. Both give the same model, up to the order of
+        floating-point sums.
     **method_kw
         Passed to the method's own training (e.g. cascade levels for GSM-CR).
 
@@ -284,8 +285,9 @@ def _as_samples(data, load=True):
     """Annotated samples from a dataset, folder, list of those, or (image, points) pairs.
 
     With ``load`` False, datasets and folders give a :class:`~napari_gsm.listing.Listing`:
-    neither their images nor their landmarks are read here (their samples keep the paths;
-    the work reads them where it runs), and images in memory are refused.
+    their images are not read here (their samples keep the paths; the work reads them
+    where it runs), nor the landmarks of folders (a dataset's travel: they may not be
+    saved yet), and images in memory are refused.
     """
     if isinstance(data, (str, Path, Dataset, Listing)):
         data = [data]
@@ -294,8 +296,14 @@ def _as_samples(data, load=True):
             raise ValueError("training on a Dask cluster needs the images as files (the "
                              "workers read them): give datasets or folders, not images "
                              "in memory")
-        listing = (data[0] if len(data) == 1 and isinstance(data[0], Listing)
-                   else Listing.from_folders(data))
+        if len(data) == 1 and isinstance(data[0], Listing):
+            listing = data[0]
+        elif any(isinstance(entry, Dataset) for entry in data):
+            # datasets in memory: their landmarks may not be saved, so they travel
+            listing = Listing.from_datasets([entry if isinstance(entry, Dataset)
+                                             else load_dataset(entry) for entry in data])
+        else:  # folders: the workers read the landmarks
+            listing = Listing.from_folders(data)
         if not len(listing):
             raise ValueError("no annotated images to train on")
         return listing, listing.landmark_names

@@ -22,11 +22,12 @@ __all__ = ["Listing"]
 
 
 class Listing:
-    """Annotated training images by file name, without their landmarks or pixels.
+    """Annotated training images by file name, without their pixels.
 
-    A sequence of :class:`~napari_gsm.training.Sample` made on demand (``grey`` and
-    ``points`` None: :meth:`~napari_gsm.training.Sample.with_points` and
-    :meth:`~napari_gsm.training.Sample.image` read them where the work runs). Indexing
+    A sequence of :class:`~napari_gsm.training.Sample` made on demand, with ``grey`` None
+    (:meth:`~napari_gsm.training.Sample.image` reads it where the work runs) and, unless
+    the listing holds ``points``, ``points`` None as well
+    (:meth:`~napari_gsm.training.Sample.with_points` reads the ``.pts`` file). Indexing
     with a slice or an array of positions gives a :class:`Listing` of those images, which
     is what travels to a cluster's workers as a part.
 
@@ -37,16 +38,20 @@ class Listing:
     folder : (N,) int array
         Each image's folder, an index into ``folders``.
     images, pts : (N,) bytes arrays
-        Each image's and its ``.pts`` file's name in its folder (``os.fsencode``).
+        Each image's and its ``.pts`` file's name in its folder (``os.fsencode``; empty:
+        none).
     index : (N,) int array, optional
         Each image's position among the training images (default ``0..N-1``).
     sizes : (N, 2) int array, optional
         Each image's ``(H, W)``, once known (:meth:`with_sizes`).
     landmark_names : list of str, optional
+    points : (N, v, 2) array, optional
+        The landmarks, when they are not (only) in the ``.pts`` files
+        (:meth:`from_datasets`).
     """
 
     def __init__(self, folders, folder, images, pts, index=None, sizes=None,
-                 landmark_names=None):
+                 landmark_names=None, points=None):
         self.landmark_names = landmark_names
         self.folders = list(folders)
         self.folder = np.asarray(folder, np.int32)
@@ -54,12 +59,12 @@ class Listing:
         self.pts = np.asarray(pts, bytes)
         self.index = np.arange(len(self.images)) if index is None else np.asarray(index, int)
         self.sizes = sizes
+        self.points = points
         self._absolute = [Path(f).absolute() for f in self.folders]
 
     @classmethod
     def from_folders(cls, folders, *, names=None):
-        """The annotated images of dataset folders, or of :class:`~napari_gsm.io.Dataset`
-        objects already loaded. A folder's ``.pts`` files are read and checked
+        """The annotated images of dataset folders: each ``.pts`` is read and checked
         (:func:`~napari_gsm.io.scan_annotated`), and not kept.
 
         Raises
@@ -67,29 +72,40 @@ class Listing:
         ValueError
             When two folders' landmark counts differ (the message names both).
         """
-        from .io import Dataset
+        return cls._join([(Path(f), *scan_annotated(f, names=names)) for f in folders])
 
-        landmark_names, v, first, roots, parts = None, None, None, [], []
-        for f, entry in enumerate(folders):
-            if isinstance(entry, Dataset):
-                items = entry.annotated
-                names_f, v_f, folder = entry.landmark_names, entry.n_landmarks, entry.root
-                images = np.array([os.fsencode(it.image_path.name) for it in items], bytes)
-                pts = np.array([os.fsencode(it.pts_path.name) for it in items], bytes)
-            else:
-                folder = Path(entry)
-                names_f, v_f, images, pts = scan_annotated(folder, names=names)
+    @classmethod
+    def from_datasets(cls, datasets):
+        """The annotated images of :class:`~napari_gsm.io.Dataset` objects, with their
+        landmarks as the datasets hold them (which may not be saved yet)."""
+        entries, points = [], []
+        for ds in datasets:
+            items = ds.annotated
+            entries.append((ds.root, ds.landmark_names, ds.n_landmarks,
+                            np.array([os.fsencode(it.image_path.name) for it in items], bytes),
+                            np.array([os.fsencode(it.pts_path.name) if it.pts_path else b""
+                                      for it in items], bytes)))
+            points += [np.asarray(it.points, float) for it in items]
+        out = cls._join(entries)
+        out.points = np.stack(points) if points else None
+        return out
+
+    @classmethod
+    def _join(cls, entries):
+        """One listing of ``(folder, landmark names, count, images, pts)`` entries."""
+        landmark_names, v, first = None, None, None
+        for folder, names_f, v_f, images, _ in entries:
             landmark_names = landmark_names or names_f
             if v_f is not None and len(images):
                 if v is not None and v_f != v:
                     raise ValueError(f"{folder}: {v_f} landmarks per image, but {first} has {v}")
                 v, first = v_f, folder
-            roots.append(folder)
-            parts.append((np.full(len(images), f, np.int32), images, pts))
-        empty = (np.zeros(0, np.int32), np.zeros(0, bytes), np.zeros(0, bytes))
-        folder, images, pts = (np.concatenate([empty[i]] + [p[i] for p in parts])
-                               for i in range(3))
-        return cls(roots, folder, images, pts, landmark_names=landmark_names)
+        folder = np.concatenate([np.zeros(0, np.int32)] + [
+            np.full(len(e[3]), f, np.int32) for f, e in enumerate(entries)])
+        images = np.concatenate([np.zeros(0, bytes)] + [e[3] for e in entries])
+        pts = np.concatenate([np.zeros(0, bytes)] + [e[4] for e in entries])
+        return cls([e[0] for e in entries], folder, images, pts,
+                   landmark_names=landmark_names)
 
     def __len__(self):
         return len(self.images)
@@ -98,14 +114,15 @@ class Listing:
         if isinstance(k, (slice, np.ndarray, list)):
             return Listing(self.folders, self.folder[k], self.images[k], self.pts[k],
                            self.index[k], None if self.sizes is None else self.sizes[k],
-                           self.landmark_names)
+                           self.landmark_names, None if self.points is None else self.points[k])
         k = int(k)
         folder, image = self.folders[self.folder[k]], os.fsdecode(self.images[k])
         absolute = self._absolute[self.folder[k]]
-        return Sample(str(folder / image), None, None, path=absolute / image,
-                      index=int(self.index[k]),
+        return Sample(str(folder / image), None,
+                      None if self.points is None else self.points[k].copy(),
+                      path=absolute / image, index=int(self.index[k]),
                       size=None if self.sizes is None else tuple(int(n) for n in self.sizes[k]),
-                      pts_path=absolute / os.fsdecode(self.pts[k]))
+                      pts_path=absolute / os.fsdecode(self.pts[k]) if self.pts[k] else None)
 
     def __iter__(self):
         return (self[k] for k in range(len(self)))
@@ -113,7 +130,7 @@ class Listing:
     def with_sizes(self, sizes):
         """This listing with the images' ``(H, W)`` sizes ``(N, 2)`` known."""
         return Listing(self.folders, self.folder, self.images, self.pts, self.index,
-                       np.asarray(sizes), self.landmark_names)
+                       np.asarray(sizes), self.landmark_names, self.points)
 
     def counts(self):
         """How many annotated images each folder has, ``(len(folders),)``."""
@@ -122,5 +139,5 @@ class Listing:
     @property
     def nbytes(self):
         """The bytes of the listing's arrays (every image's; the folders' names aside)."""
-        return sum(a.nbytes for a in (self.folder, self.images, self.pts, self.index)) + (
-            0 if self.sizes is None else self.sizes.nbytes)
+        return sum(a.nbytes for a in (self.folder, self.images, self.pts, self.index,
+                                      self.sizes, self.points) if a is not None)
