@@ -26,8 +26,9 @@ from .geometry import pose_from_shape, pose_from_similarity, shape_size, similar
     to_base_mesh
 from .init import FaceDetector
 
-__all__ = ["Sample", "InProcess", "image_rng", "pick", "total", "part_shapes", "complete",
-           "detector_sums", "lam_errors", "refit_errors", "response_scores", "grid_errors"]
+__all__ = ["Sample", "InProcess", "image_rng", "pick", "positions", "with_sizes", "total",
+           "part_shapes", "size_sum", "complete", "detector_sums", "lam_errors",
+           "refit_errors", "response_scores", "grid_errors"]
 
 
 @dataclass
