@@ -3,11 +3,13 @@
 :func:`napari_gsm.model.train` (``client=...``) splits the training images into parts and
 runs its per-part steps (:mod:`napari_gsm.training`, :mod:`napari_gsm.crossfit`,
 :mod:`napari_gsm.methods.cascade_parts`) through a runner; :class:`OnCluster` is the one
-for a cluster. Only the images' paths and landmarks travel to the workers, which read the
-pixels; the parts' sums come back one part at a time and are added on this side, so this
-process never holds more than a part's result besides the model. What a step keeps for the
-next one (GSM-CR's virtual samples) stays on the worker as a Dask future; when a worker
-dies, Dask computes its lost parts again from their inputs (every step leaves its inputs
+for a cluster. Only the images' file names travel to the workers (a part is a slice of a
+:class:`~napari_gsm.listing.Listing`; a dataset in memory sends its landmarks too), which
+read the pixels and the ``.pts`` files; the parts' sums come back one part at a time and
+are added on this side, so this process never holds more than a part's result besides the
+model. What a step keeps for the next one (a part's landmarks while the shape and start
+models are summed, GSM-CR's virtual samples) stays on the worker as a Dask future; when a
+worker dies, Dask computes its lost parts again from their inputs (every step leaves its inputs
 unchanged), and after ``distributed.scheduler.allowed-failures`` deaths on one part the
 training stops with :class:`~napari_gsm.distributed.ClusterError`.
 """
