@@ -189,3 +189,91 @@ def test_train_command_on_a_scheduler_writes_the_in_process_model(cluster, data,
     doc = json.loads(capsys.readouterr().out)
     assert doc["cluster"]["workers"] == 2 and doc["images"] == 14
     assert_same_model(load_model(here), load_model(there), data)
+
+
+def _boxes(folder, pad=0.15):
+    """A made-up detector's boxes: each wing's landmarks' bounding box, padded."""
+    from napari_gsm.io import load_dataset
+
+    out = {}
+    for it in load_dataset(folder).annotated:
+        lo, hi = it.points.min(0), it.points.max(0)
+        out[it.stem] = np.r_[lo - pad * (hi - lo), hi + pad * (hi - lo)]
+    return out
+
+
+def test_a_detectors_boxes_give_the_same_start_model_on_the_cluster(cluster, data):
+    """The box placement is learned from the parts' rows (held-out images' too) in the
+    images' order, which the simulated starts draw from: the start model is the one
+    learned from all the shapes held together."""
+    from napari_gsm.init import StartModel
+    from napari_gsm.io import load_dataset
+
+    boxes = _boxes(data)
+    here = train(data, "gsm", boxes=boxes, calibrate=False)
+    there = train(data, "gsm", boxes=boxes, calibrate=False, client=cluster)
+    items = load_dataset(data).annotated
+    direct = StartModel.train(here.shape.s0, np.stack([it.points for it in items]),
+                              [it.load_image().shape[:2] for it in items],
+                              np.stack([boxes[it.stem] for it in items]), "boxes")
+    for name in ("prior", "prior_std", "box_std", "face", "face_std", "face_errors"):
+        np.testing.assert_allclose(getattr(here.starts, name), getattr(direct, name),
+                                   rtol=1e-9, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(getattr(there.starts, name), getattr(here.starts, name),
+                                   rtol=1e-9, atol=1e-12, err_msg=name)
+    assert here.summary["lam_validation"] == pytest.approx(there.summary["lam_validation"])
+
+
+def _client_peak(client, folders, **kw):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        model = train(folders, "gsm", client=client, **kw)
+        return tracemalloc.get_traced_memory()[1], model
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_clients_memory_does_not_grow_with_the_training_images(cluster, monkeypatch):
+    """Training on the wings listed 4 times (160 images) needs no more memory in this
+    process than on the 40 wings once: it keeps their file names and sizes (a few dozen
+    bytes each), not their landmarks, and reads the landmarks of only the first image
+    (and the held-out ones when ``lam`` is chosen). Before, the client held each image's
+    landmarks several times over (about 3.6 KB per wing, 8-9 KB per face)."""
+    from napari_gsm import io
+    from napari_gsm.methods import GSMParams
+
+    kw = dict(gsm_params=GSMParams(lam=0.1, refit_scale=0.5), calibrate=False)
+    train([WINGS], "gsm", client=cluster, **kw)  # imports and the cluster's first tasks
+    reads = []
+    original = io.read_pts
+    monkeypatch.setattr(io, "read_pts", lambda path, **k: reads.append(path) or original(path, **k))
+    one, small = _client_peak(cluster, [WINGS], **kw)
+    reads_one = len(reads)
+    four, big = _client_peak(cluster, [WINGS] * 4, **kw)
+    assert (small.summary["n_images"], big.summary["n_images"]) == (40, 160)
+    grown = (four - one) / 120
+    assert grown < 1000, f"{grown:.0f} bytes more per training image"
+    # the first image's landmarks (its landmark count, the first Procrustes reference)
+    assert len(reads) - reads_one == reads_one <= 2
+    np.testing.assert_allclose(big.shape.s0, small.shape.s0, atol=1e-9)  # the same shapes
+
+
+def test_a_datasets_unsaved_landmarks_are_the_ones_trained_on_the_cluster(cluster, data):
+    """A dataset in memory (the widget's accepted annotations) may hold landmarks that are
+    not in its .pts files: those travel, and the model is the one trained here on them."""
+    from napari_gsm.io import load_dataset
+    from napari_gsm.methods import GSMParams
+
+    ds = load_dataset(data)
+    ds.items[3].points = ds.items[3].points.copy()
+    ds.items[3].points[0] += 4.0  # a landmark moved, not saved
+    kw = dict(gsm_params=GSMParams(lam=0.1, refit_scale=0.5), calibrate=False)
+    here = train(ds, "gsm", **kw)
+    there = train(ds, "gsm", client=cluster, **kw)
+    saved = train(data, "gsm", client=cluster, **kw)
+    np.testing.assert_allclose(there.shape.shape_sum, here.shape.shape_sum, rtol=1e-12)
+    np.testing.assert_allclose(there.detectors.S, here.detectors.S, rtol=1e-9,
+                               atol=1e-12 * np.abs(here.detectors.S).max())
+    assert np.abs(saved.shape.shape_sum - here.shape.shape_sum).max() > 1e-3

@@ -183,3 +183,54 @@ def test_a_simulated_start_has_the_measured_error_it_drew():
     model = _start_model()
     assert model.face_errors.shape == (30, 4)
     np.testing.assert_allclose(model.face_errors[:, 2:], 0, atol=1e-9)  # exact boxes
+
+
+def test_placement_sums_add_over_parts_and_give_the_spreads():
+    from napari_gsm.init import placement_sums
+
+    rng = np.random.default_rng(2)
+    shapes = np.stack([place_mean(TEMPLATE, rng.normal(100, 5, 2), rng.normal(30, 2),
+                                  rng.normal(0, 0.1)) for _ in range(12)])
+    sizes = [(200, 300 + 10 * i) for i in range(12)]
+    whole = placement_sums(TEMPLATE, shapes, sizes)
+    np.testing.assert_allclose(placement_sums(TEMPLATE, shapes[:5], sizes[:5])
+                               + placement_sums(TEMPLATE, shapes[5:], sizes[5:]), whole)
+    sm = StartModel.from_sums(whole)
+    # known answer: the spreads of the placements computed directly
+    cx = np.array([s.mean(0)[0] / W for s, (H, W) in zip(shapes, sizes)])
+    assert sm.prior[0] == pytest.approx(cx.mean()) and sm.prior_std[0] == pytest.approx(cx.std())
+    ang = np.array([np.arctan2(*np.linalg.lstsq(np.c_[TEMPLATE - TEMPLATE.mean(0)],
+                                                s - s.mean(0), rcond=None)[0][0, ::-1])
+                    for s in shapes])
+    assert sm.prior_std[3] == pytest.approx(np.std(ang), rel=1e-6)
+
+
+def test_a_folds_start_model_is_the_one_learned_without_it():
+    from dataclasses import dataclass
+
+    from napari_gsm.crossfit import fold_starts
+
+    rng = np.random.default_rng(3)
+    shapes = np.stack([place_mean(TEMPLATE, rng.normal(100, 5, 2), rng.normal(30, 2))
+                       for _ in range(10)])
+    sizes = [(200 + i, 220) for i in range(10)]
+
+    @dataclass
+    class Smp:
+        points: np.ndarray
+        size: tuple
+
+    class Shape:
+        s0 = TEMPLATE
+
+    class Model:
+        shape = Shape()
+        starts = StartModel.train(TEMPLATE, shapes, sizes)
+
+    fold = [2, 7]
+    got = fold_starts(Model(), [Smp(shapes[k], sizes[k]) for k in fold])
+    others = [k for k in range(10) if k not in fold]
+    want = StartModel.train(TEMPLATE, shapes[others], [sizes[k] for k in others])
+    for name in ("prior", "prior_std", "box_std"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-9,
+                                   err_msg=name)

@@ -169,3 +169,16 @@ def test_real_300w_folders(sub, n):
     ds = load_dataset(root)
     assert ds.n_landmarks == n and len(ds.annotated) == len(ds.items) > 0
     assert ds.orphans == [] and ds.problems == []
+
+
+def test_scan_annotated_lists_what_load_dataset_annotates_without_the_points(folder):
+    from napari_gsm.io import scan_annotated
+
+    names, v, images, pts = scan_annotated(folder)
+    ds = load_dataset(folder)
+    assert (names, v) == (ds.landmark_names, ds.n_landmarks)
+    assert [n.decode() for n in images] == [it.image_path.name for it in ds.annotated]
+    assert [n.decode() for n in pts] == [it.pts_path.name for it in ds.annotated]
+    write_pts(folder / "f.pts", np.zeros((4, 2)))  # checked like load_dataset's strict
+    with pytest.raises(LandmarkFileError, match="has 4 points, expected 3"):
+        scan_annotated(folder)

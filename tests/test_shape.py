@@ -64,3 +64,28 @@ def test_round_trip_arrays():
 def test_rejects_too_few_landmarks():
     with pytest.raises(ValueError):
         ShapeModel.train(np.zeros((3, 2, 2)))
+
+
+def _in_parts(shapes, bounds):
+    """``total`` over the shapes split at ``bounds``, as a cluster's parts would add up."""
+    def total(func, *args):
+        out = None
+        for a, b in zip(bounds, bounds[1:]):
+            r = func(shapes[a:b], *args)
+            out = r if out is None else tuple(x + y for x, y in zip(out, r))
+        return out
+    return total
+
+
+def test_model_from_sums_of_parts_is_the_model_of_all_shapes():
+    """Procrustes iterated on the parts' sums of aligned shapes, and the scatter matrix
+    added over parts, give the model trained on the shapes held together."""
+    shapes = _shapes(23, seed=3)
+    shapes[4, 2] = np.nan  # a missing landmark
+    whole = ShapeModel.train(shapes, ref_size=25.0, margin=10.0)
+    parts = ShapeModel.train_from_sums(shapes[0], _in_parts(shapes, [0, 5, 6, 17, 23]),
+                                       ref_size=25.0, margin=10.0)
+    for name in ("s0", "shape_sum", "shape_sumsq", "cov"):
+        np.testing.assert_allclose(getattr(parts, name), getattr(whole, name), rtol=1e-12,
+                                   atol=1e-9, err_msg=name)
+    assert (parts.n_shapes, parts.frame_shape) == (23, whole.frame_shape)

@@ -37,8 +37,8 @@ from .calibration import MAX_IMAGES, MIN_IMAGES, Calibration
 from .confidence import bbox_diagonal, landmark_features
 from .detectors import Detectors
 from .features import Pyramid
-from .init import StartModel
-from .training import InProcess, accumulate, image_rng, indexed
+from .init import StartModel, placement_sums
+from .training import InProcess, accumulate, image_rng, indexed, pick
 
 __all__ = ["fold_out", "fold_fits", "cross_fits", "calibration_folds", "FOLDS"]
 
@@ -84,21 +84,26 @@ def fold_out(model, fold, starts=None):
     return out
 
 
-def fold_starts(model, others):
-    """The model's start model with the prior placement learned from ``others`` only (their
-    landmarks and image sizes). The detector-box placement is kept: it is a median over the
-    boxes (one image moves it little) and needs the training boxes, which the model does
-    not keep."""
-    prior = StartModel.train(model.shape.s0, [s.points for s in others],
-                             [s.size for s in others])
+def fold_starts(model, fold):
+    """The model's start model with the prior placement learned without the samples
+    ``fold`` (with their landmarks and sizes): its sums
+    (:attr:`~napari_gsm.init.StartModel.sums`) minus theirs. None when the fold is every
+    training image. The detector-box placement is kept: it is a median over the boxes (one
+    image moves it little) and needs the training boxes, which the model does not keep."""
+    sums = model.starts.sums - placement_sums(model.shape.s0, [s.points for s in fold],
+                                              [s.size for s in fold])
+    if sums[0, 0] < 1:
+        return None
+    prior = StartModel.from_sums(sums)
     return replace(model.starts, prior=prior.prior, prior_std=prior.prior_std,
-                   box_std=prior.box_std)
+                   box_std=prior.box_std, sums=None)
 
 
-def fold_fits(fold, model, starts=None, state=None, tick=None):
+def fold_fits(fold, model, state=None, tick=None):
     """The calibration rows of one fold: each of its samples fitted by :func:`fold_out` of
-    ``model`` without the fold (with the method's ``state`` without it, if given), from the
-    start a fit uses when given nothing.
+    ``model`` without the fold (with the method's ``state`` without it, if given, and the
+    prior placement without it, :func:`fold_starts`, when the model's start model has its
+    training sums), from the start a fit uses when given nothing.
 
     Returns
     -------
@@ -107,6 +112,8 @@ def fold_fits(fold, model, starts=None, state=None, tick=None):
         The fits' errors and bounding-box diagonals, in the calibration's units.
     """
     fold = [s.loaded() for s in indexed(fold)]
+    starts = (fold_starts(model, fold) if model.starts is not None
+              and model.starts.sums is not None else None)
     sub = fold_out(model, fold, starts)
     if state is not None:
         sub.state = state
@@ -179,13 +186,8 @@ def cross_fits(model, samples, *, folds=None, progress=None, runner=None):
     if model.starts is not None and model.starts.face_source == "viola-jones":
         model.face_detector  # made once, shared by the fold models (in this process)
     handle = runner.put(model, sums=True)
-    jobs = []
-    for f, part in enumerate(parts):
-        held = set(np.asarray(part).tolist())
-        others = [samples[i] for i in range(n) if i not in held]
-        starts = fold_starts(model, others) if model.starts is not None and others else None
-        jobs.append(([samples[i] for i in part], handle, starts,
-                     None if fold_states is None else fold_states[f]))
+    jobs = [(pick(samples, part), handle, None if fold_states is None else fold_states[f])
+            for f, part in enumerate(parts)]
     X, errors, diagonals = [], [], []
     for x, e, d in runner.results(runner.map(fold_fits, jobs, "confidence calibration",
                                              sum(len(p) for p in parts))):

@@ -22,6 +22,9 @@ __all__ = [
     "from_base_mesh",
     "pose_matrix",
     "generalized_procrustes",
+    "procrustes_mean",
+    "aligned_sum",
+    "rotation_sum",
     "shape_size",
 ]
 
@@ -114,22 +117,48 @@ def generalized_procrustes(shapes, *, n_iter=20, tol=1e-10):
     Returns
     -------
     mean : (v, 2) array
-        Mean shape, centred at the origin with unit :func:`shape_size`, turned like the
-        training shapes are on average (the circular mean of their rotations against it
-        is 0), so a start placed without rotation -- from a box -- is as upright as the
-        average training image, not as the first one.
+        :func:`procrustes_mean` of the shapes.
     aligned : (N, v, 2) array
         Every shape similarity-aligned to ``mean``.
     """
     shapes = np.asarray(shapes, float)
-    ref = shapes[0]
-    ref = (ref - np.nanmean(ref, 0)) / shape_size(ref)
+    mean = procrustes_mean(shapes[0], lambda func, *args: func(shapes, *args),
+                           n_iter=n_iter, tol=tol)
     aligned = np.empty_like(shapes)
+    for k, s in enumerate(shapes):
+        A, t = similarity_fit(s, mean)
+        aligned[k] = apply_similarity(s, A, t)
+    return mean, aligned
+
+
+def procrustes_mean(first, total, *, n_iter=20, tol=1e-10):
+    """The mean shape of generalised Procrustes analysis, from sums over the shapes only.
+
+    Every round aligns all shapes to the current mean and needs only their sum
+    (:func:`aligned_sum`), so the shapes may be anywhere: in parts on other machines.
+
+    Parameters
+    ----------
+    first : (v, 2) array
+        The first training shape (the first reference).
+    total : callable ``(func, *args) -> sum``
+        ``func(shapes, *args)`` applied to every part of the training shapes (an
+        ``(n, v, 2)`` array each) and the parts' results added (elementwise for tuples).
+
+    Returns
+    -------
+    mean : (v, 2) array
+        Centred at the origin with unit :func:`shape_size`, turned like the training
+        shapes are on average (the circular mean of their rotations against it is 0), so
+        a start placed without rotation -- from a box -- is as upright as the average
+        training image, not as the first one.
+    """
+    ref = np.asarray(first, float)
+    ref = (ref - np.nanmean(ref, 0)) / shape_size(ref)
     for _ in range(n_iter):
-        for k, s in enumerate(shapes):
-            A, t = similarity_fit(s, ref)
-            aligned[k] = apply_similarity(s, A, t)
-        mean = np.nanmean(aligned, 0)
+        sums, counts = total(aligned_sum, ref)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = sums / counts[:, None]  # a landmark missing in every shape stays NaN
         mean = (mean - mean.mean(0)) / shape_size(mean)
         # Pin the mean's rotation to the first reference so the iteration cannot drift.
         A, t = similarity_fit(mean, ref)
@@ -141,13 +170,29 @@ def generalized_procrustes(shapes, *, n_iter=20, tol=1e-10):
             break
     # The iteration's rotation is the first shape's (a face tilted by 16 degrees tilted
     # every box start by as much); turn the mean to the shapes' average rotation.
+    turn = total(rotation_sum, ref)
+    c, s_ = turn / (np.hypot(*turn) + 1e-300)
+    return ref @ np.array([[c, s_], [-s_, c]])  # rotate every point by the mean angle
+
+
+def aligned_sum(shapes, ref):
+    """Sum of ``(N, v, 2)`` shapes similarity-aligned to ``ref`` (missing landmarks count
+    0) and how many shapes have each landmark, ``((v, 2), (v,))``."""
+    sums = np.zeros(np.shape(ref))
+    counts = np.zeros(len(sums))
+    for s in shapes:
+        A, t = similarity_fit(s, ref)
+        a = apply_similarity(s, A, t)
+        ok = np.isfinite(a).all(1)
+        sums[ok] += a[ok]
+        counts += ok
+    return sums, counts
+
+
+def rotation_sum(shapes, ref):
+    """Sum of the unit vectors ``(cos, sin)`` of the rotations of ``ref`` onto each shape."""
     turn = np.zeros(2)
     for s in shapes:
         A, _ = similarity_fit(ref, s)
         turn += A[:, 0] / np.hypot(*A[:, 0])
-    c, s_ = turn / (np.hypot(*turn) + 1e-300)
-    ref = ref @ np.array([[c, s_], [-s_, c]])  # rotate every point by the mean angle
-    for k, s in enumerate(shapes):
-        A, t = similarity_fit(s, ref)
-        aligned[k] = apply_similarity(s, A, t)
-    return ref, aligned
+    return turn

@@ -128,6 +128,9 @@ class StartModel:
         Whose boxes ``face`` places: ``'viola-jones'`` (OpenCV's detector, which
         :meth:`napari_gsm.model.Model.start` can run itself) or ``'boxes'`` (boxes given at
         training, from any detector; fits then need that detector's boxes).
+    sums : (3, 7) array or None
+        While training only (not saved): the :func:`placement_sums` the prior and the
+        box start's spread were learned from, so a fold's can be taken out.
     """
 
     prior: np.ndarray
@@ -137,6 +140,7 @@ class StartModel:
     face_std: np.ndarray = None
     face_source: str = None
     face_errors: np.ndarray = None
+    sums: np.ndarray = None
 
     @classmethod
     def train(cls, s0, shapes, image_shapes, face_boxes=None, face_source="viola-jones"):
@@ -145,37 +149,36 @@ class StartModel:
         ``face_boxes`` is an ``(N, 4)`` array of a detector's boxes (NaN rows where none
         matched), from ``face_source`` (see the attribute).
         """
-        rows, box_err = [], []
-        for s, (H, W) in zip(shapes, image_shapes):
-            A, _ = similarity_fit(s0, s)
-            c = np.nanmean(s, 0)
-            rows.append([c[0] / W, c[1] / H, shape_size(s) / np.sqrt(W * H),
-                         np.arctan2(A[1, 0], A[0, 0])])
-            ok = np.isfinite(s).all(1)
-            start = start_from_box(s0, (*s[ok].min(0), *s[ok].max(0)))
-            box_err.append(_placement_error(start, s))
-        rows = np.array(rows)
-        face = face_std = face_errors = None
+        shapes = np.asarray(shapes, float)
+        out = cls.from_sums(placement_sums(s0, shapes, image_shapes))
         if face_boxes is not None:
-            fb = np.asarray(face_boxes, float)
-            ok = np.isfinite(fb).all(1)
-            if ok.sum() >= 2:
-                w, h = fb[ok, 2] - fb[ok, 0], fb[ok, 3] - fb[ok, 1]
-                c = np.array([np.nanmean(s, 0) for s in np.asarray(shapes)[ok]])
-                size = np.array([shape_size(s) for s in np.asarray(shapes)[ok]])
-                z = np.column_stack([(c[:, 0] - fb[ok, 0]) / w, (c[:, 1] - fb[ok, 1]) / h,
-                                     size / np.sqrt(w * h)])
-                face = np.median(z, 0)
-                # Residuals in box sizes sqrt(w h), the unit the simulated starts use.
-                r = np.sqrt(w * h)
-                face_std = np.column_stack([(z[:, 0] - face[0]) * w / r,
-                                            (z[:, 1] - face[1]) * h / r, z[:, 2]]).std(0)
-                face_errors = np.array([start_error(_place_in_box(s0, face, b), s) for b, s
-                                        in zip(fb[ok], np.asarray(shapes)[ok])])
-        return cls(prior=rows.mean(0), prior_std=rows.std(0),
-                   box_std=np.array(box_err).std(0), face=face, face_std=face_std,
-                   face_source=None if face is None else face_source,
-                   face_errors=face_errors)
+            out.learn_face(face_rows(shapes, face_boxes),
+                           lambda face: face_start_errors(shapes, face_boxes, s0, face),
+                           face_source)
+        return out
+
+    @classmethod
+    def from_sums(cls, sums):
+        """The prior placement and the box start's spread from :func:`placement_sums`
+        (added over the training images' parts); no detector-box placement yet."""
+        mean, std = _mean_std(sums)
+        return cls(prior=mean[:4], prior_std=std[:4], box_std=std[4:], sums=np.array(sums))
+
+    def learn_face(self, rows, errors, face_source):
+        """Learn the detector-box placement from :func:`face_rows` of the training images
+        (with at least two boxes; else nothing is learned); ``errors(face)`` gives the
+        :func:`face_start_errors` of that placement on the same images."""
+        rows = np.asarray(rows, float).reshape(-1, 5)
+        if len(rows) < 2:
+            return
+        z = rows[:, :3]
+        self.face = np.median(z, 0)
+        # Residuals in box sizes sqrt(w h), the unit the simulated starts use.
+        self.face_std = np.column_stack([(z[:, 0] - self.face[0]) * rows[:, 3],
+                                         (z[:, 1] - self.face[1]) * rows[:, 4],
+                                         z[:, 2]]).std(0)
+        self.face_errors = np.asarray(errors(self.face), float).reshape(-1, 4)
+        self.face_source = face_source
 
     def from_prior(self, s0, image_shape):
         """Mean shape where shapes usually sit in an image of ``(H, W)``."""
@@ -324,3 +327,56 @@ def _placement_error(start, truth):
     size = shape_size(start)
     d = (np.nanmean(truth, 0) - start.mean(0)) / size
     return [d[0], d[1], np.log(shape_size(truth) / size)]
+
+
+def placement_sums(s0, shapes, image_shapes):
+    """Sums over training shapes of their prior placements and own-box start errors.
+
+    Returns
+    -------
+    (3, 7) array
+        Count, sum and sum of squares of ``(cx / W, cy / H, size / sqrt(W H), angle)``
+        (:attr:`StartModel.prior`) and of the :func:`_placement_error` of the start from
+        each shape's own bounding box (:attr:`StartModel.box_std`), per shape ``(v, 2)``
+        of an ``(H, W)`` image; parts' sums add up.
+    """
+    out = np.zeros((3, 7))
+    for s, (H, W) in zip(shapes, image_shapes):
+        H, W = float(H), float(W)
+        A, _ = similarity_fit(s0, s)
+        c = np.nanmean(s, 0)
+        ok = np.isfinite(s).all(1)
+        start = start_from_box(s0, (*s[ok].min(0), *s[ok].max(0)))
+        row = np.r_[c[0] / W, c[1] / H, shape_size(s) / np.sqrt(W * H),
+                    np.arctan2(A[1, 0], A[0, 0]), _placement_error(start, s)]
+        out += [np.ones(7), row, row * row]
+    return out
+
+
+def _mean_std(sums):
+    """Means and standard deviations from :func:`placement_sums`."""
+    n = sums[0]
+    mean = sums[1] / n
+    return mean, np.sqrt(np.maximum(sums[2] / n - mean ** 2, 0.0))
+
+
+def face_rows(shapes, face_boxes):
+    """Per shape with a detector's box ``(x0, y0, x1, y1)`` (NaN: none), where the box
+    puts it: ``(kx, ky, ks, w / r, h / r)`` with centroid ``= (x0 + kx w, y0 + ky h)``,
+    size ``= ks r``, ``r = sqrt(w h)``; ``(n, 5)``."""
+    out = []
+    for s, b in zip(shapes, np.asarray(face_boxes, float).reshape(-1, 4)):
+        if not np.isfinite(b).all():
+            continue
+        w, h = b[2] - b[0], b[3] - b[1]
+        c, r = np.nanmean(s, 0), np.sqrt(w * h)
+        out.append([(c[0] - b[0]) / w, (c[1] - b[1]) / h, shape_size(s) / r, w / r, h / r])
+    return np.asarray(out, float).reshape(-1, 5)
+
+
+def face_start_errors(shapes, face_boxes, s0, face):
+    """:func:`start_error` of the placement ``face`` in each detector's box, per shape
+    with a box, ``(n, 4)``."""
+    return np.array([start_error(_place_in_box(s0, face, b), s)
+                     for s, b in zip(shapes, np.asarray(face_boxes, float).reshape(-1, 4))
+                     if np.isfinite(b).all()], float).reshape(-1, 4)

@@ -16,9 +16,9 @@ import numpy as np
 
 from .calibration import Calibration
 from .crossfit import calibration_folds, cross_fits
-from .geometry import shape_size
-from .init import StartModel
+from .init import StartModel, face_rows, face_start_errors, placement_sums
 from .io import Dataset, load_dataset, to_grey
+from .listing import Listing
 from .methods import METHODS, GSMParams
 from .methods.gsm import REFIT_SCALE_DEFAULT
 from .model import Model, TrainParams, check_image_size
@@ -26,7 +26,8 @@ from .quality import score_reference
 from .refit import choose_refit_scale
 from .shape import ShapeModel
 from .training import (InProcess, Sample, add_sums, detector_sums, empty_detectors,
-                       grid_errors, lam_errors)
+                       grid_errors, lam_errors, part_shapes, pick, positions, size_sum, total,
+                       with_sizes)
 
 __all__ = ["train", "choose_lam", "LAM_GRID", "LAM_DEFAULT"]
 
@@ -37,7 +38,7 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
 
     Parameters
     ----------
-    data : Dataset, path, or list of these, or list of ``(image, points)`` pairs
+    data : Dataset, path, Listing, or list of these, or list of ``(image, points)`` pairs
         Annotated images; points ``(v, 2)`` in 0-based ``(x, y)``.
     method : {'gsm', 'clm', 'gsm-cr', 'gsm3d'}
     params : TrainParams, optional
@@ -63,10 +64,15 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
         400). Off, the model gathers a calibration from its incremental updates only.
     client : distributed.Client, optional
         Train on that Dask cluster's workers (:func:`napari_gsm.distributed.connect` makes
-        one): they read the images (``data`` must be datasets or folders, seen by the
-        workers at the same paths) and return their parts' sums, which are added here; no
-        image is read in this process. None: everything runs here. Both give the same
-        model, up to the order of floating-point sums.
+        one): they read the images, and the landmarks of folders (``data`` must be
+        datasets or folders, seen by the workers at the same paths), and return their
+        parts' sums, which are added here. Given folders, this process reads no image and
+        the landmarks of only the few images it needs whole (the held-out ones); per
+        training image it keeps its file names, its size and, with a face detector, its
+        box (:class:`~napari_gsm.listing.Listing`), so its memory hardly grows with the
+        number of images (datasets in memory keep their landmarks here too). None:
+        everything runs here. Both give the same model, up to the order of
+        floating-point sums.
     **method_kw
         Passed to the method's own training (e.g. cascade levels for GSM-CR).
 
@@ -84,7 +90,7 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
     params = params or TrainParams()
     gsm_params = gsm_params or GSMParams()
     samples, names = _as_samples(data, load=client is None)
-    v = samples[0].points.shape[0]
+    v = samples[0].with_points().points.shape[0]
     names = list(landmark_names or names or [str(i + 1) for i in range(v)])
     if len(names) != v:
         raise ValueError(f"{len(names)} landmark names for {v} landmarks")
@@ -109,45 +115,53 @@ def _train(samples, names, method, params, gsm_params, boxes, progress, calibrat
     """:func:`train` on ``samples`` through ``runner``."""
     v = len(names)
     t0 = time.perf_counter()
-    shapes = np.stack([s.points for s in samples])
+    n = len(samples)
     rng = np.random.default_rng(params.seed)
     # Images held out to choose lam: the model is first built without them, measured on
     # them, then they are added exactly as incremental updates add images.
-    n_held = min(40, len(samples) // 6) if gsm_params.lam is None else 0
-    held = sorted(rng.permutation(len(samples))[:n_held].tolist()) if n_held >= 2 else []
-    fit_idx = sorted(set(range(len(samples))) - set(held))
-    shape = ShapeModel.train(shapes[fit_idx], ref_size=params.ref_size,
-                             # After the pose is aligned the landmarks stay near s0 (within
-                             # the shape's deformations), so the frame needs the patch
-                             # extent plus a little room; features outside cost time.
-                             margin=params.feature_spec().extent + 0.2 * params.ref_size)
+    n_held = min(40, n // 6) if gsm_params.lam is None else 0
+    held = sorted(rng.permutation(n)[:n_held].tolist()) if n_held >= 2 else []
+    fit_idx = np.setdiff1d(np.arange(n), held)
+    parts = {"fit": runner.parts(pick(samples, fit_idx)),
+             "held": runner.parts(pick(samples, held))}
+    where = {k: [positions(p) for p in ps] for k, ps in parts.items()}
+    # The parts' landmarks stay where the parts run: this process gets sums of them.
+    shapes = {k: runner.map(part_shapes, [(p,) for p in ps]) for k, ps in parts.items()}
+    shape = ShapeModel.train_from_sums(
+        samples[int(fit_idx[0])].with_points().points,
+        lambda func, *args: total(runner, shapes["fit"], func, *args),
+        ref_size=params.ref_size,
+        # After the pose is aligned the landmarks stay near s0 (within the shape's
+        # deformations), so the frame needs the patch extent plus a little room; features
+        # outside cost time.
+        margin=params.feature_spec().extent + 0.2 * params.ref_size)
     spec = params.feature_spec()
     model = Model(method, shape, None, spec, None, names, params, gsm_params,
-                  summary={"n_images": len(samples)})
+                  summary={"n_images": n})
     # The detectors' sums of the images fitted to and of the held-out ones, apart: the
     # held-out images join the model once lam is chosen.
     light = runner.put(model)
     det, held_det = empty_detectors(model), empty_detectors(model)
     face_boxes = (_given_boxes(samples, boxes) if boxes is not None
-                  else np.full((len(samples), 4), np.nan) if params.face_detector else None)
-    for idx, into in ((fit_idx, det), (held, held_det)):
-        parts = runner.parts([samples[k] for k in idx])
-        handles = runner.map(detector_sums, [(p, light, params.face_detector) for p in parts],
-                             "detectors", len(samples), done=len(fit_idx) if into is held_det
-                             else 0)
-        for part, sums in zip(parts, runner.results(handles)):
+                  else np.full((n, 4), np.nan) if params.face_detector else None)
+    sizes = np.zeros((n, 2), np.int32)
+    for key, into, done in (("fit", det, 0), ("held", held_det, len(fit_idx))):
+        handles = runner.map(detector_sums, [(p, light, params.face_detector)
+                                             for p in parts[key]], "detectors", n, done=done)
+        for pos, sums in zip(where[key], runner.results(handles)):
             add_sums(into, sums)
-            for smp, size, box in zip(part, sums.sizes, sums.face_boxes):
-                smp.size = size
-                if params.face_detector:
-                    face_boxes[smp.index] = box
+            sizes[pos] = sums.sizes
+            if params.face_detector:
+                face_boxes[pos] = sums.face_boxes
+    samples = with_sizes(samples, sizes)
     model.detectors = det
-    face_source = "viola-jones" if params.face_detector else "boxes"
-    sizes = [s.size for s in samples]
+    model.starts = _train_starts(runner, shape.s0, shapes, where, sizes, face_boxes,
+                                 "viola-jones" if params.face_detector else "boxes")
+    mean_size = total(runner, shapes["fit"] + shapes["held"], size_sum) / n
+    shapes.clear()  # the parts' landmarks are not needed any more where they are
     if held:
         det.solve()
-        model.starts = StartModel.train(shape.s0, shapes, sizes, face_boxes, face_source)
-        held_samples = [samples[k] for k in held]
+        held_samples = [smp.with_points() for smp in pick(samples, held)]
         model.gsm_params = replace(gsm_params, lam=choose_lam(model, held_samples, rng,
                                                               runner=runner))
         if gsm_params.refit_scale is None:
@@ -155,8 +169,8 @@ def _train(samples, names, method, params, gsm_params, boxes, progress, calibrat
             model.gsm_params = replace(model.gsm_params, refit_scale=choose_refit_scale(
                 model, held_samples, np.random.default_rng(params.seed), runner=runner))
         add_sums(det, held_det)
-        for k in held:
-            shape.add(samples[k].points)
+        for smp in held_samples:
+            shape.add(smp.points)
     del held_det
     det.solve()
     model._precision = None
@@ -164,11 +178,10 @@ def _train(samples, names, method, params, gsm_params, boxes, progress, calibrat
         model.gsm_params = replace(gsm_params, lam=LAM_DEFAULT)
     if model.gsm_params.refit_scale is None:
         model.gsm_params = replace(model.gsm_params, refit_scale=REFIT_SCALE_DEFAULT)
-    model.starts = StartModel.train(shape.s0, shapes, sizes, face_boxes, face_source)
     model.summary.update({
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "images": [Path(s.name).name for s in samples][:5000],
-        "mean_size_px": float(np.mean([shape_size(p) for p in shapes])),
+        "images": [Path(samples[k].name).name for k in range(min(n, 5000))],
+        "mean_size_px": float(mean_size),
         "face_boxes_matched": None if face_boxes is None
         else int(np.isfinite(face_boxes).all(1).sum()),
     })
@@ -187,6 +200,7 @@ def _train(samples, names, method, params, gsm_params, boxes, progress, calibrat
         model.summary["calibration_seconds"] = round(time.perf_counter() - t_cal, 2)
     else:
         model.calibration = Calibration.empty(v, source="incremental updates")
+    model.starts.sums = None  # training's only: not saved
     model.summary["train_seconds"] = round(time.perf_counter() - t0, 2)
     return model
 
@@ -214,6 +228,31 @@ def choose_lam(model, held, rng, grid=LAM_GRID, runner=None):
     model.summary["lam_validation"] = {f"{lam:g}": round(float(e), 5)
                                        for lam, e in zip(grid, errors)}
     return float(grid[int(np.argmin(errors))])
+
+
+def _train_starts(runner, s0, shapes, where, sizes, face_boxes, face_source):
+    """The start model, from sums over the parts' landmarks (``shapes``: their handles,
+    ``where``: their images' positions, both per kind of part) and the images' ``sizes``
+    and detector's boxes (``face_boxes``, or None)."""
+    handles = shapes["fit"] + shapes["held"]
+    where = where["fit"] + where["held"]
+    starts = StartModel.from_sums(sum(runner.results(runner.map(
+        placement_sums, [(s0, h, sizes[pos]) for h, pos in zip(handles, where)]))))
+    if face_boxes is None:
+        return starts
+    # per image with a box, in the images' order (which the simulated starts draw from)
+    order = np.argsort(np.concatenate(
+        [pos[np.isfinite(face_boxes[pos]).all(1)] for pos in where] + [np.zeros(0, int)]),
+        kind="stable")
+
+    def rows(func, *args):
+        out = runner.results(runner.map(func, [(h, face_boxes[pos], *args)
+                                               for h, pos in zip(handles, where)]))
+        return np.concatenate([np.zeros((0, 5 if func is face_rows else 4)), *out])[order]
+
+    starts.learn_face(rows(face_rows), lambda face: rows(face_start_errors, s0, face),
+                      face_source)
+    return starts
 
 
 def _given_boxes(samples, boxes):
@@ -245,27 +284,45 @@ def _given_boxes(samples, boxes):
 def _as_samples(data, load=True):
     """Annotated samples from a dataset, folder, list of those, or (image, points) pairs.
 
-    With ``load`` False the images of datasets are not read (their samples keep the path;
-    :meth:`Sample.image` reads it where the work runs), and images in memory are refused.
+    With ``load`` False, datasets and folders give a :class:`~napari_gsm.listing.Listing`:
+    their images are not read here (their samples keep the paths; the work reads them
+    where it runs), nor the landmarks of folders (a dataset's travel: they may not be
+    saved yet), and images in memory are refused.
     """
-    if isinstance(data, (str, Path, Dataset)):
+    if isinstance(data, (str, Path, Dataset, Listing)):
         data = [data]
+    if not load:
+        if not all(isinstance(entry, (str, Path, Dataset, Listing)) for entry in data):
+            raise ValueError("training on a Dask cluster needs the images as files (the "
+                             "workers read them): give datasets or folders, not images "
+                             "in memory")
+        if len(data) == 1 and isinstance(data[0], Listing):
+            listing = data[0]
+        elif any(isinstance(entry, Dataset) for entry in data):
+            # datasets in memory: their landmarks may not be saved, so they travel
+            listing = Listing.from_datasets([entry if isinstance(entry, Dataset)
+                                             else load_dataset(entry) for entry in data])
+        else:  # folders: the workers read the landmarks
+            listing = Listing.from_folders(data)
+        if not len(listing):
+            raise ValueError("no annotated images to train on")
+        return listing, listing.landmark_names
     out, names = [], None
     for entry in data:
+        if isinstance(entry, Listing):
+            names = names or entry.landmark_names
+            out += [replace(smp.loaded(), index=len(out) + i) for i, smp in enumerate(entry)]
+            continue
         if isinstance(entry, (str, Path)):
             entry = load_dataset(entry)
         if isinstance(entry, Dataset):
             names = names or entry.landmark_names
             for item in entry.annotated:
-                grey = to_grey(item.load_image()) if load else None
                 # absolute: a cluster's workers need not share this process's folder
-                out.append(Sample(str(item.image_path), grey, np.asarray(item.points, float),
+                out.append(Sample(str(item.image_path), to_grey(item.load_image()),
+                                  np.asarray(item.points, float),
                                   path=Path(item.image_path).absolute(), index=len(out)))
         else:
-            if not load:
-                raise ValueError("training on a Dask cluster needs the images as files (the "
-                                 "workers read them): give datasets or folders, not images "
-                                 "in memory")
             image, points = entry
             out.append(Sample(f"image {len(out)}", to_grey(image), np.asarray(points, float),
                               index=len(out)))
@@ -273,8 +330,7 @@ def _as_samples(data, load=True):
         raise ValueError("no annotated images to train on")
     v = out[0].points.shape[0]
     for s in out:
-        if s.grey is not None:
-            check_image_size(s.grey, s.name)
+        check_image_size(s.grey, s.name)
         if s.points.shape != (v, 2):
             raise ValueError(f"{s.name}: {s.points.shape[0]} landmarks, expected {v}")
     return out, names

@@ -55,7 +55,7 @@ def score_reference(model, samples, rng=None, runner=None):
     ``samples`` (:class:`~napari_gsm.training.Sample`) have an image and ``points``; at
     most 100 (a random subset) are measured, where ``runner`` runs it (default: here).
     """
-    from .training import InProcess, gather_rows, response_scores
+    from .training import InProcess, gather_rows, pick, response_scores
 
     runner = runner or InProcess()
     rng = np.random.default_rng(0) if rng is None else rng
@@ -63,7 +63,7 @@ def score_reference(model, samples, rng=None, runner=None):
     if len(idx) > _REFERENCE_IMAGES:
         idx = np.sort(rng.choice(idx, _REFERENCE_IMAGES, replace=False))
     handle = runner.put(model)
-    parts = runner.parts([samples[k] for k in idx])
+    parts = runner.parts(pick(samples, idx))
     return float(np.median(gather_rows(
         runner, runner.map(response_scores, [(p, handle) for p in parts]))))
 

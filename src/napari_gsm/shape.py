@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import apply_similarity, generalized_procrustes, similarity_fit
+from .geometry import apply_similarity, procrustes_mean, similarity_fit
 
-__all__ = ["ShapeModel", "to_vec", "from_vec"]
+__all__ = ["ShapeModel", "to_vec", "from_vec", "vector_sums"]
 
 
 def to_vec(points):
@@ -102,23 +102,39 @@ class ShapeModel:
         shapes = np.asarray(shapes, float)
         if shapes.ndim != 3 or shapes.shape[2] != 2 or shapes.shape[1] < 3:
             raise ValueError(f"shapes must be (N, v>=3, 2), got {shapes.shape}")
-        mean, aligned = generalized_procrustes(shapes)
-        mean = mean * ref_size
+        return cls.train_from_sums(shapes[0], lambda func, *args: func(shapes, *args),
+                                   ref_size=ref_size, margin=margin, var_floor=var_floor)
+
+    @classmethod
+    def train_from_sums(cls, first, total, *, ref_size=40.0, margin=40.0, var_floor=0.25):
+        """:meth:`train` from sums over the training shapes, which may be in parts
+        elsewhere (on a cluster's workers): the Procrustes mean is iterated on their sums
+        (:func:`~napari_gsm.geometry.procrustes_mean`) and the statistics are the sums of
+        :func:`vector_sums`.
+
+        Parameters
+        ----------
+        first : (v, 2) array
+            The first training shape.
+        total : callable ``(func, *args) -> sum``
+            ``func(shapes, *args)`` of every part of the shapes (``(n, v, 2)`` each), added.
+        ref_size, margin, var_floor
+            As for :meth:`train`.
+        """
+        unit = procrustes_mean(first, total)
+        mean = unit * ref_size
         lo = mean.min(0) - margin
         s0 = mean - lo
         hi = s0.max(0) + margin
         frame_shape = (int(np.ceil(hi[1])) + 1, int(np.ceil(hi[0])) + 1)
-        vecs = np.stack([to_vec(a * ref_size - lo) for a in aligned])
-        # Missing landmarks: use the mean for them (they then add no variance).
-        mvec = to_vec(s0)
-        vecs = np.where(np.isfinite(vecs), vecs, mvec)
+        n, shape_sum, shape_sumsq = total(vector_sums, unit, ref_size, lo)
         model = cls(
             s0=s0,
             frame_shape=frame_shape,
             cov=np.eye(2 * len(s0)),
-            n_shapes=len(vecs),
-            shape_sum=vecs.sum(0),
-            shape_sumsq=vecs.T @ vecs,
+            n_shapes=int(n),
+            shape_sum=shape_sum,
+            shape_sumsq=shape_sumsq,
             var_floor=float(var_floor),
         )
         model._refresh()
@@ -196,3 +212,19 @@ class ShapeModel:
         )
         model._refresh()
         return model
+
+
+def vector_sums(shapes, mean, ref_size, lo):
+    """``(n, sum x, sum x x^T)`` of ``n`` shapes ``(n, v, 2)`` aligned to the Procrustes
+    mean ``mean`` and placed in the reference frame (times ``ref_size``, minus ``lo``), as
+    vectors ``x`` ``(2v,)``; a missing landmark is taken at the mean (it then adds no
+    variance)."""
+    mvec = to_vec(mean * ref_size - lo)
+    if len(shapes) == 0:
+        return 0, np.zeros(len(mvec)), np.zeros((len(mvec), len(mvec)))
+    vecs = []
+    for s in shapes:
+        A, t = similarity_fit(s, mean)
+        vecs.append(to_vec(apply_similarity(s, A, t) * ref_size - lo))
+    vecs = np.where(np.isfinite(vecs), vecs, mvec)
+    return len(vecs), vecs.sum(0), vecs.T @ vecs

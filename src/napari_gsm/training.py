@@ -26,7 +26,8 @@ from .geometry import pose_from_shape, pose_from_similarity, shape_size, similar
     to_base_mesh
 from .init import FaceDetector
 
-__all__ = ["Sample", "InProcess", "image_rng", "detector_sums", "lam_errors",
+__all__ = ["Sample", "InProcess", "image_rng", "pick", "positions", "with_sizes", "total",
+           "part_shapes", "size_sum", "complete", "detector_sums", "lam_errors",
            "refit_errors", "response_scores", "grid_errors"]
 
 
@@ -34,27 +35,31 @@ __all__ = ["Sample", "InProcess", "image_rng", "detector_sums", "lam_errors",
 class Sample:
     """One annotated training image with its ``(v, 2)`` landmarks.
 
-    ``grey`` (float32) is None until the image is read from ``path`` (:meth:`image`):
-    on a cluster the workers read it, and only the landmarks travel.
+    ``grey`` (float32) is None until the image is read from ``path`` (:meth:`image`), and
+    ``points`` None until they are read from ``pts_path`` (:meth:`with_points`): on a
+    cluster the workers read both, and only the file names travel.
 
     Attributes
     ----------
     name : str
     grey : (H, W) float32 array or None
-    points : (v, 2) array
+    points : (v, 2) array or None
     path : pathlib.Path or None
     index : int or None
         The image's position among the training images (keys its random draws).
     size : (int, int) or None
         ``(H, W)``, known once the image was read once.
+    pts_path : pathlib.Path or None
+        The landmarks' ``.pts`` file, read by :meth:`with_points` when ``points`` is None.
     """
 
     name: str
     grey: np.ndarray | None
-    points: np.ndarray
+    points: np.ndarray | None
     path: Path | None = None
     index: int | None = None
     size: tuple | None = None
+    pts_path: Path | None = None
 
     def __post_init__(self):
         if self.grey is not None and self.size is None:
@@ -71,14 +76,59 @@ class Sample:
         check_image_size(grey, str(self.path))
         return grey
 
+    def with_points(self):
+        """This sample with its landmarks held (read from :attr:`pts_path` when not)."""
+        if self.points is not None:
+            return self
+        from .io import read_pts
+
+        return replace(self, points=np.asarray(read_pts(self.pts_path), float))
+
     def loaded(self):
-        """This sample with its image held."""
-        return self if self.grey is not None else replace(self, grey=self.image(), size=None)
+        """This sample with its image and its landmarks held."""
+        smp = self.with_points()
+        return smp if smp.grey is not None else replace(smp, grey=smp.image(), size=None)
 
 
 def indexed(samples):
-    """``samples`` with :attr:`Sample.index` set to their position where it is None."""
+    """``samples`` with :attr:`Sample.index` set to their position where it is None (a
+    :class:`~napari_gsm.listing.Listing` is indexed already)."""
+    if not isinstance(samples, list):
+        return samples
     return [s if s.index is not None else replace(s, index=i) for i, s in enumerate(samples)]
+
+
+def pick(samples, idx):
+    """The samples at positions ``idx``: a list's items, or a
+    :class:`~napari_gsm.listing.Listing`'s compact subset (never every image's ``Sample``)."""
+    if isinstance(samples, list):
+        return [samples[int(k)] for k in idx]
+    return samples[np.asarray(idx, int)]
+
+
+def positions(part):
+    """The positions among the training images of a part's samples, ``(n,)`` int."""
+    if isinstance(part, list):
+        return np.array([s.index for s in part], int)
+    return part.index
+
+
+def with_sizes(samples, sizes):
+    """``samples`` knowing their images' ``(H, W)`` (``sizes``, ``(N, 2)``)."""
+    if isinstance(samples, list):
+        return [s if s.size is not None else replace(s, size=tuple(int(x) for x in hw))
+                for s, hw in zip(samples, sizes)]
+    return samples.with_sizes(sizes)
+
+
+def total(runner, handles, func, *args):
+    """``func(h, *args)`` of every part's handle ``h``, where ``runner`` runs the parts,
+    added here (tuples elementwise)."""
+    out = None
+    for r in runner.results(runner.map(func, [(h, *args) for h in handles])):
+        out = r if out is None else (tuple(a + b for a, b in zip(out, r))
+                                     if isinstance(r, tuple) else out + r)
+    return out
 
 
 def image_rng(seed, index, *stage):
@@ -103,7 +153,7 @@ the object itself), ``map(func, jobs, what)`` runs ``func(*job)`` for every job 
         self.progress = progress
 
     def parts(self, samples):
-        return [list(samples)] if len(samples) else []
+        return [samples] if len(samples) else []
 
     def put(self, obj, sums=False):
         return obj
@@ -130,6 +180,24 @@ the object itself), ``map(func, jobs, what)`` runs ``func(*job)`` for every job 
 def _tick(tick):
     if tick is not None:
         tick()
+
+
+# -- the landmarks ----------------------------------------------------------------------
+
+def part_shapes(part):
+    """The landmarks of a part's samples, ``(n, v, 2)`` (read where the part runs): the
+    handle the shape and start models' sums are taken from."""
+    return np.stack([s.with_points().points for s in part])
+
+
+def size_sum(shapes):
+    """Sum of the shapes' :func:`~napari_gsm.geometry.shape_size`."""
+    return float(sum(shape_size(p) for p in shapes))
+
+
+def complete(part):
+    """Per sample of the part, whether all its landmarks are there, ``(n,)`` bool."""
+    return np.array([np.isfinite(s.with_points().points).all() for s in part], bool)
 
 
 # -- the detectors' statistics ---------------------------------------------------------
@@ -172,8 +240,8 @@ class DetectorSums:
     S: np.ndarray
     b: np.ndarray
     n: int
-    sizes: list  # (H, W) per image
-    face_boxes: list  # (4,) per image: the face detector's box matching it (NaN: none)
+    sizes: np.ndarray  # (n, 2) int: (H, W) per image
+    face_boxes: np.ndarray  # (n, 4): the face detector's box matching each image (NaN: none)
 
 
 def detector_sums(part, model, face_detector=False, tick=None):
@@ -188,6 +256,7 @@ def detector_sums(part, model, face_detector=False, tick=None):
     fd = FaceDetector() if face_detector else None
     sizes, boxes = [], []
     for smp in part:
+        smp = smp.with_points()
         grey = smp.image()
         accumulate(acc, Pyramid(grey), smp.points, image_rng(model.train_params.seed, smp.index))
         sizes.append(tuple(int(n) for n in grey.shape[:2]))
@@ -195,7 +264,8 @@ def detector_sums(part, model, face_detector=False, tick=None):
                      else np.full(4, np.nan))
         _tick(tick)
     det = acc.detectors
-    return DetectorSums(det.S, det.b, det.n, sizes, boxes)
+    return DetectorSums(det.S, det.b, det.n, np.array(sizes, np.int32).reshape(-1, 2),
+                        np.array(boxes, float).reshape(-1, 4))
 
 
 def add_sums(det, sums):
@@ -223,6 +293,7 @@ def lam_errors(part, model, starts, grid, tick=None):
 
     out = np.empty((len(part), len(grid)))
     for i, (smp, start) in enumerate(zip(part, starts)):
+        smp = smp.with_points()
         pyramid = Pyramid(smp.image())
         for j, lam in enumerate(grid):
             params = replace(model.gsm_params, lam=lam)
@@ -245,6 +316,7 @@ def refit_errors(part, model, pins, grid, tick=None):
     v = model.n_landmarks
     rows = []
     for smp, ks in zip(part, pins):
+        smp = smp.with_points()
         grey = smp.image()
         ok = np.isfinite(smp.points).all(1)
         pyramid = Pyramid(grey)
@@ -268,7 +340,7 @@ def response_scores(part, model, tick=None):
     from .quality import response_score
 
     out = []
-    for smp in part:
+    for smp in map(Sample.with_points, part):
         out.append(response_score(model, smp.image(), smp.points))
         _tick(tick)
     return out

@@ -14,27 +14,33 @@ from ._output import CLIError, output_folder, percent, print_json, warn
 from ._progress import Progress
 
 
-def _load_dataset(folder, **kw):
-    from ..io import load_dataset
-
+def _check_folder(folder):
     if not Path(folder).is_dir():
         raise CLIError(f"{folder}: " + ("not a folder" if Path(folder).exists()
                                          else "no such folder"))
+
+
+def _load_dataset(folder, **kw):
+    from ..io import load_dataset
+
+    _check_folder(folder)
     return load_dataset(folder, **kw)
 
 
 # -- train -----------------------------------------------------------------------------
 
-def _train_boxes(path, datasets):
-    """``{stem: box}`` of a TRAIN_BOXES.json for the annotated images of ``datasets``."""
+def _train_boxes(path, listing):
+    """``{stem: box}`` of a TRAIN_BOXES.json for the annotated images of ``listing``."""
+    import os
+
     boxes = read_boxes(path)
     where = {}
-    for ds in datasets:
-        for it in ds.annotated:
-            if it.stem in boxes and it.stem in where:
-                raise CLIError(f"{path}: {it.stem!r} names an image in both {where[it.stem]} "
-                               f"and {ds.root}; give the training folders one at a time")
-            where[it.stem] = ds.root
+    for f, name in zip(listing.folder, listing.images):
+        stem, root = os.path.splitext(os.fsdecode(name))[0], listing.folders[f]
+        if stem in boxes and where.get(stem, root) != root:
+            raise CLIError(f"{path}: {stem!r} names an image in both {where[stem]} "
+                           f"and {root}; give the training folders one at a time")
+        where[stem] = root
     unused = sorted(set(boxes) - set(where))
     if len(unused) == len(boxes):
         raise CLIError(f"{path}: no box names an annotated training image (keys are image "
@@ -51,19 +57,25 @@ def cmd_train(args):
     from ..methods import GSMParams
     from ..model import TrainParams, train
 
-    datasets, v, first = [], None, None
+    from ..io import LandmarkFileError
+    from ..listing import Listing
+
     for folder in args.data:
-        ds = _load_dataset(folder, names=args.names)
-        if not ds.annotated:
+        _check_folder(folder)
+    # The images by file name: training reads their landmarks and pixels where it runs
+    # (here, or on a cluster's workers, which keeps this process small).
+    try:
+        listing = Listing.from_folders(args.data, names=args.names)
+    except LandmarkFileError:
+        raise
+    except ValueError as exc:  # two folders with different landmark counts
+        raise CLIError(str(exc)) from exc
+    for folder, count in zip(args.data, listing.counts()):
+        if not count:
             warn(f"{folder}: no annotated images")
-            continue
-        if v is not None and ds.n_landmarks != v:
-            raise CLIError(f"{folder}: {ds.n_landmarks} landmarks per image, but {first} "
-                           f"has {v}")
-        v, first = ds.n_landmarks, folder
-        datasets.append(ds)
-    if not datasets:
+    if not len(listing):
         raise CLIError(f"no annotated images (image + same-stem .pts) in {', '.join(args.data)}")
+    v = len(listing[0].with_points().points)
     # Only the options given override TrainParams' defaults: one source of defaults.
     tp = {k: val for k, val in (("features", args.features), ("sigma", args.sigma),
                                 ("ref_size", args.ref_size)) if val is not None}
@@ -86,14 +98,14 @@ def cmd_train(args):
         if args.face_detector:
             raise CLIError("--boxes: not together with --face-detector (each learns where "
                            "its own boxes put the shape)")
-        boxes = _train_boxes(args.boxes, datasets)
+        boxes = _train_boxes(args.boxes, listing)
     t0 = time.perf_counter()
     # The model is written only once training has finished (atomically): a job stopped
     # by a lost cluster leaves the previous model file as it was.
     with connect(args.workers, args.scheduler) as client, Progress("train") as progress:
         cluster = describe(client)
         try:
-            model = train(datasets, args.method, params=params, gsm_params=gsm_params,
+            model = train(listing, args.method, params=params, gsm_params=gsm_params,
                           boxes=boxes, progress=progress, client=client, **method_kw)
         except ValueError as exc:  # what the data cannot give (too few images, counts, ...)
             raise CLIError(str(exc)) from exc
@@ -101,7 +113,7 @@ def cmd_train(args):
     out = Path(args.output)
     output_folder(out.parent)
     model.save(out)
-    n_images = sum(len(d.annotated) for d in datasets)
+    n_images = len(listing)
     summary = {"model": str(out), "method": args.method, "images": n_images,
                "landmarks": model.n_landmarks, "seconds": round(seconds, 2),
                "train_params": asdict(params), "lam": gsm_params.lam,

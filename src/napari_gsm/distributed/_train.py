@@ -3,11 +3,13 @@
 :func:`napari_gsm.model.train` (``client=...``) splits the training images into parts and
 runs its per-part steps (:mod:`napari_gsm.training`, :mod:`napari_gsm.crossfit`,
 :mod:`napari_gsm.methods.cascade_parts`) through a runner; :class:`OnCluster` is the one
-for a cluster. Only the images' paths and landmarks travel to the workers, which read the
-pixels; the parts' sums come back one part at a time and are added on this side, so this
-process never holds more than a part's result besides the model. What a step keeps for the
-next one (GSM-CR's virtual samples) stays on the worker as a Dask future; when a worker
-dies, Dask computes its lost parts again from their inputs (every step leaves its inputs
+for a cluster. Only the images' file names travel to the workers (a part is a slice of a
+:class:`~napari_gsm.listing.Listing`; a dataset in memory sends its landmarks too), which
+read the pixels and the ``.pts`` files; the parts' sums come back one part at a time and
+are added on this side, so this process never holds more than a part's result besides the
+model. What a step keeps for the next one (a part's landmarks while the shape and start
+models are summed, GSM-CR's virtual samples) stays on the worker as a Dask future; when a
+worker dies, Dask computes its lost parts again from their inputs (every step leaves its inputs
 unchanged), and after ``distributed.scheduler.allowed-failures`` deaths on one part the
 training stops with :class:`~napari_gsm.distributed.ClusterError`.
 """
@@ -62,7 +64,7 @@ class OnCluster:
         if k == 0:
             return []
         bounds = [round(i * len(samples) / k) for i in range(k + 1)]
-        return [list(samples[a:b]) for a, b in zip(bounds, bounds[1:])]
+        return [samples[a:b] for a, b in zip(bounds, bounds[1:])]
 
     def put(self, obj, sums=False):
         """``obj`` for the workers' tasks, sent once to each worker that uses it (a model
@@ -103,7 +105,7 @@ class OnCluster:
         out.what, out.total, out.done = what, total, done
         out.labels = [_label(job) for job in jobs]
         out.items = items if items is not None else sum(
-            len(job[0]) if isinstance(job[0], list) else 1 for job in jobs)
+            len(job[0]) if _is_part(job[0]) else 1 for job in jobs)
         return out
 
     def results(self, futures):
@@ -140,10 +142,18 @@ def _given(obj):
     return obj
 
 
+def _is_part(obj):
+    """Whether a job's first argument is a part of the training images (a list of
+    samples or a :class:`~napari_gsm.listing.Listing`)."""
+    from ..listing import Listing
+
+    return isinstance(obj, (list, Listing))
+
+
 def _label(job):
     """What a job works on, for an error message: its part's first image, or "a part"."""
     part = job[0] if job else None
-    if isinstance(part, list) and part and hasattr(part[0], "name"):
+    if _is_part(part) and len(part) and hasattr(part[0], "name"):
         more = len(part) - 1
         return f"{part[0].name}" + (f" and {more} other image(s)" if more else "")
     return "a part of the training images"

@@ -6,7 +6,7 @@ centre of the top-left pixel is ``(0, 0)``. Missing landmarks are NaN rows.
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .dataset import (NAMES_FILE, Dataset, DatasetItem, add_to_dataset, load_dataset, read_names,
-                      write_names)
+                      scan_annotated, write_names)
 from .errors import ImageFileError, LandmarkFileError, ModelFileError
 from .images import IMAGE_SUFFIXES, composite_alpha, read_image, to_grey, write_image
 from .model_file import MODEL_FORMAT_VERSION, load_model_file, read_model_header, save_model_file
@@ -36,6 +36,7 @@ __all__ = [
     "Dataset",
     "DatasetItem",
     "load_dataset",
+    "scan_annotated",
     "add_to_dataset",
     "read_names",
     "write_names",

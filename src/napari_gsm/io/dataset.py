@@ -27,8 +27,8 @@ from .errors import LandmarkFileError
 from .images import IMAGE_SUFFIXES, read_image, write_image
 from .pts import _read_small_text, _split_lines, read_pts, write_pts
 
-__all__ = ["Dataset", "DatasetItem", "load_dataset", "read_names", "write_names", "NAMES_FILE",
-           "add_to_dataset"]
+__all__ = ["Dataset", "DatasetItem", "load_dataset", "scan_annotated", "read_names", "write_names",
+           "NAMES_FILE", "add_to_dataset"]
 
 #: Name of the optional landmark-names sidecar in a dataset folder.
 NAMES_FILE = "landmarks.txt"
@@ -196,30 +196,95 @@ def load_dataset(folder, *, names=None, strict: bool = True) -> Dataset:
     FileNotFoundError, NotADirectoryError
         If `folder` is not a folder.
     """
+    root = _folder(folder)
+    images, pts_files = _scan(root)
+    landmark_names, expected, expected_from = _names(root, names)
+    problems: list[LandmarkFileError] = []
+    items = []
+    for stem in sorted(images):
+        item = DatasetItem(image_path=root / images[stem])
+        if stem in pts_files:
+            item.pts_path = root / pts_files[stem]
+            try:
+                item.points = read_pts(item.pts_path)
+                expected, expected_from = _check_count(item.pts_path, item.points, expected,
+                                                       expected_from)
+            except LandmarkFileError as e:
+                item.points = None
+                if strict:
+                    raise
+                problems.append(e)
+        items.append(item)
+
+    orphans = sorted(root / name for stem, name in pts_files.items() if stem not in images)
+    return Dataset(root=root, items=items, landmark_names=landmark_names, orphans=orphans, problems=problems)
+
+
+def scan_annotated(folder, *, names=None):
+    """The annotated images of a dataset folder, checked as :func:`load_dataset` checks
+    them (``strict``), without keeping their landmarks: for a training that reads them
+    where it runs, and keeps only file names here.
+
+    Returns
+    -------
+    landmark_names : list of str or None
+    n_landmarks : int or None
+        None when nothing is annotated.
+    images, pts : (n,) arrays of bytes
+        The annotated images' and their ``.pts`` files' names (``os.fsencode``), sorted by
+        stem.
+
+    Raises
+    ------
+    LandmarkFileError, FileNotFoundError, NotADirectoryError
+        As :func:`load_dataset` does.
+    """
+    root = _folder(folder)
+    images, pts_files = _scan(root)
+    landmark_names, expected, expected_from = _names(root, names)
+    stems = sorted(stem for stem in images if stem in pts_files)
+    for stem in stems:
+        path = root / pts_files[stem]
+        expected, expected_from = _check_count(path, read_pts(path), expected, expected_from)
+    return (landmark_names, expected,
+            np.array([os.fsencode(images[s]) for s in stems], dtype=bytes),
+            np.array([os.fsencode(pts_files[s]) for s in stems], dtype=bytes))
+
+
+def _folder(folder):
     root = Path(folder)
     if not root.exists():
         raise FileNotFoundError(f"no such dataset folder: {root}")
     if not root.is_dir():
         raise NotADirectoryError(f"not a folder: {root}")
+    return root
 
-    images: dict[str, Path] = {}
-    pts_files: dict[str, Path] = {}
+
+def _scan(root):
+    """``{stem: file name}`` of a folder's images and of its ``.pts`` files (names, not
+    paths: a folder may hold many files)."""
+    images: dict[str, str] = {}
+    pts_files: dict[str, str] = {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         # Hidden files include macOS "._name.jpg" resource forks, which look like images.
         if entry.name.startswith(".") or not entry.is_file():
             continue
-        p = Path(entry.path)
-        suffix = p.suffix.lower()
+        stem, suffix = os.path.splitext(entry.name)
+        suffix = suffix.lower()
         if suffix in IMAGE_SUFFIXES:
-            if p.stem in images:
+            if stem in images:
                 raise LandmarkFileError(
-                    p, f"two images share the stem {p.stem!r} ({images[p.stem].name}); the .pts would be ambiguous"
+                    root / entry.name, f"two images share the stem {stem!r} ({images[stem]}); the .pts would be ambiguous"
                 )
-            images[p.stem] = p
+            images[stem] = entry.name
         elif suffix == ".pts":
-            pts_files[p.stem] = p
+            pts_files[stem] = entry.name
+    return images, pts_files
 
-    landmark_names = None
+
+def _names(root, names):
+    """The landmark names (or None), the landmark count they give and where it is from."""
+    landmark_names, names_source = None, None
     if names is None:
         sidecar = root / NAMES_FILE
         if sidecar.is_file():
@@ -230,35 +295,22 @@ def load_dataset(folder, *, names=None, strict: bool = True) -> Dataset:
         landmark_names, names_source = parse_names("\n".join(map(str, names)), "<names>"), None
         if len(landmark_names) != len(list(names)):
             raise ValueError("names contain blank, '#' or multi-line entries")
+    if landmark_names is None:
+        return None, None, None
+    return (landmark_names, len(landmark_names),
+            f"{len(landmark_names)} landmark names" + (f" in {names_source}" if names_source else ""))
 
-    expected = len(landmark_names) if landmark_names is not None else None
-    expected_from = None
-    if landmark_names is not None:
-        expected_from = f"{len(landmark_names)} landmark names" + (f" in {names_source}" if names_source else "")
-    problems: list[LandmarkFileError] = []
-    items = []
-    for stem in sorted(images):
-        item = DatasetItem(image_path=images[stem])
-        pts_path = pts_files.get(stem)
-        if pts_path is not None:
-            item.pts_path = pts_path
-            try:
-                points = read_pts(pts_path)
-                if expected is None:
-                    expected, expected_from = len(points), f"{pts_path.name}"
-                elif len(points) != expected:
-                    raise LandmarkFileError(
-                        pts_path, f"has {len(points)} points, expected {expected} (as in {expected_from})"
-                    )
-                item.points = points
-            except LandmarkFileError as e:
-                if strict:
-                    raise
-                problems.append(e)
-        items.append(item)
 
-    orphans = sorted(p for stem, p in pts_files.items() if stem not in images)
-    return Dataset(root=root, items=items, landmark_names=landmark_names, orphans=orphans, problems=problems)
+def _check_count(pts_path, points, expected, expected_from):
+    """Raise if ``points`` of ``pts_path`` are not the ``expected`` count; the count
+    expected from now on and where it is from (the first file, when nothing fixed it)."""
+    if expected is None:
+        return len(points), f"{pts_path.name}"
+    if len(points) != expected:
+        raise LandmarkFileError(
+            pts_path, f"has {len(points)} points, expected {expected} (as in {expected_from})"
+        )
+    return expected, expected_from
 
 
 def add_to_dataset(folder, stem, image, points, *, names=None):

@@ -71,6 +71,7 @@ def start_part(samples, hold, fold, model, kind, M, spread, seed, tick=None):
     """A part's ``M`` simulated starts per image (:meth:`~napari_gsm.init.StartModel.simulate`),
     each image drawing from its own generator. ``samples`` need their ``size``."""
     s0, sm = model.shape.s0, model.shape.sm
+    samples = [s.with_points() for s in samples]
     truth = np.stack([s.points for s in samples]).astype(float)
     cur = np.stack([model.starts.simulate(s0, truth[i], smp.size, kind, M,
                                           image_rng(seed, smp.index, _STARTS), spread)

@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from ..training import InProcess, indexed
+from ..training import InProcess, complete, indexed, pick
+from ..training import total as parts_total
 from . import cascade_parts as P
 from .cascade import CascadeState
 
@@ -162,7 +163,10 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
     runner = runner or InProcess(progress)
     samples = indexed(samples)
     M = int(perturbations)
-    kept = [s for s in samples if np.isfinite(s.points).all()]
+    # the fully annotated images, asked of the parts (which read their landmarks)
+    whole = np.concatenate([np.zeros(0, bool), *runner.results(runner.map(
+        complete, [(p,) for p in runner.parts(samples)]))])
+    kept = np.flatnonzero(whole)
     N = len(kept)
     if N == 0:
         raise ValueError("GSM-CR needs at least one fully annotated image")
@@ -183,17 +187,13 @@ def train_cascade(model, samples, *, progress=None, levels=5, perturbations=40, 
 
     handle = runner.put(model)
     parts = runner.parts(np.arange(N))
-    states = runner.map(P.start_part, [([kept[j] for j in p], hold_img[p],
-                                        fold_of[[kept[j].index for j in p]], handle, kind, M,
-                                        spread, seed) for p in parts])
+    states = runner.map(P.start_part, [(pick(samples, kept[p]), hold_img[p],
+                                        fold_of[kept[p]], handle, kind, M, spread, seed)
+                                       for p in parts])
 
     def total(func, *args):
         """The parts' results of ``func(part, *args)``, added."""
-        out = None
-        for r in runner.results(runner.map(func, [(h, *args) for h in states])):
-            out = r if out is None else (tuple(a + b for a, b in zip(out, r))
-                                         if isinstance(r, tuple) else out + r)
-        return out
+        return parts_total(runner, states, func, *args)
 
     def mean_errors():
         e_hold, n_h, e_fit, n_f = total(P.errors, handle)

@@ -183,7 +183,8 @@ def train_gsm3d(model, samples, *, progress=None, mean3d=None, lam2=None, lam3=5
         no better than 15).
     runner : optional
         Where training runs its per-image work (:mod:`napari_gsm.training`); unused here:
-        the 3D model is learned from the landmarks alone.
+        the 3D model is learned from the landmarks alone, all of them held here (read
+        here when the samples do not hold them, as on a cluster).
 
     Returns
     -------
@@ -194,7 +195,7 @@ def train_gsm3d(model, samples, *, progress=None, mean3d=None, lam2=None, lam3=5
         raise ValueError(f"GSM 2D+3D needs at least 2 annotated images to recover a 3D shape "
                          f"from 2D annotations (got {len(samples)}); annotate more images or "
                          f"give a 3D mean shape file (mean3d)")
-    shapes = np.stack([s.points for s in samples])
+    shapes = np.stack([s.with_points().points for s in samples])
     aligned = np.stack([model.shape.align(p) for p in shapes])
     source = "nrsfm"
     if mean3d is not None:
