@@ -372,12 +372,13 @@ def run_suite(name, args):
             log(f"  fitted {n + 1}/{len(test_s)} images ({time.perf_counter() - t_all:.0f} s)")
 
     order = ["start"] + [k for k in ROWS if k in rows]
+    held_out = f"seeded {cfg.get('test_fraction', 0):.0%} hold-out of the same folder"
     table = C.markdown_table([rows[k] for k in order])
     lines = [f"### Suite `{name}`" + (" — QUICK RUN (development subset, not a result)"
                                        if args.quick else ""),
              "",
              f"Train: {len(train_s)} images ({cfg['train']}), test: {len(test_s)} images "
-             f"({cfg['test'] or 'seeded 25 % hold-out of the same folder'}); start: "
+             f"({cfg['test'] or held_out}); start: "
              f"{'Viola-Jones box -> learned placement' if cfg['face'] else 'prior placement'};"
              f" normaliser: {'outer eye corners 36/45' if norm == 'auto' else 'bounding-box diagonal'}.",
              "", table, ""]
