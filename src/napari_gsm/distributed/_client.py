@@ -11,6 +11,11 @@ __all__ = ["ClusterError", "connect", "describe", "OPENCV_THREADS_VAR"]
 #: Environment variable: how many threads OpenCV uses in a worker that fits (default 1).
 OPENCV_THREADS_VAR = "NAPARI_GSM_OPENCV_THREADS"
 
+#: Dask's setting for the environment variable its nannies give worker processes that
+#: trims glibc's heap (see :func:`connect`); also what a cluster's workers should unset.
+TRIM_VAR = "MALLOC_TRIM_THRESHOLD_"
+NANNY_TRIM = f"distributed.nanny.pre-spawn-environ.{TRIM_VAR}"
+
 #: Seconds to reach a scheduler, and then to wait for its first worker.
 CONNECT_TIMEOUT = 30.0
 WORKERS_TIMEOUT = 60.0
@@ -53,6 +58,7 @@ def connect(workers=None, scheduler=None):
     if workers is None and scheduler is None:
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
 
     cluster = None
@@ -63,9 +69,19 @@ def connect(workers=None, scheduler=None):
         # environment); fits pin BLAS to one thread anyway. The dashboard (if bokeh is
         # installed) on any free port: the default 8787 may belong to another cluster.
         share = max(1, _cores() // int(workers))
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR,
-                               env={OPENCV_THREADS_VAR: str(share)})
+        # The nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (Dask's default, to
+        # hand memory back to the system). A fixed threshold turns off glibc's adaptive
+        # mmap threshold, so every array over 128 KB is a fresh mmap and page faults: a
+        # face fit took 2.5x as long in such a worker (19.6 vs 7.9 ms). None unsets it;
+        # a nanny started earlier in this process (a cluster of the user's) left Dask's
+        # value in our environment, which the workers would inherit.
+        if os.environ.get(TRIM_VAR) == str(dask.config.get(NANNY_TRIM, None)):
+            del os.environ[TRIM_VAR]
+        with dask.config.set({NANNY_TRIM: None}):
+            cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1,
+                                   processes=True, dashboard_address=":0",
+                                   silence_logs=logging.ERROR,
+                                   env={OPENCV_THREADS_VAR: str(share)})
         client = Client(cluster)
     else:
         try:
