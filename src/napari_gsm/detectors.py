@@ -44,19 +44,26 @@ def derivative_targets(L, stride, sigma):
         Gaussian width in pixels.
 
     Index ``k`` of an axis is the displacement ``k`` (``k - L`` past the middle) grid steps.
+    ``g`` is the Gaussian sampled on that grid; the five others are its derivatives taken
+    in the Fourier domain (the derivatives of the trigonometric interpolant of the sampled
+    ``g``), not the analytic derivatives sampled. The two agree where the Gaussian fits in
+    the patch; where a wide target is cut off by the patch edge (or aliased), only these
+    are the derivatives of what the ``g`` filter is trained to answer, so the gradient and
+    Hessian a fit reads stay those of one cost.
     """
     k = np.fft.fftfreq(L, 1.0 / L) * stride
     uy, ux = np.meshgrid(k, k, indexing="ij")
-    s2 = sigma * sigma
-    g = np.exp(-(ux**2 + uy**2) / (2 * s2))
-    return np.stack([
-        g,
-        ux / s2 * g,
-        uy / s2 * g,
-        (1 / s2 - ux**2 / s2**2) * g,
-        (1 / s2 - uy**2 / s2**2) * g,
-        -(ux * uy) / s2**2 * g,
-    ])
+    g = np.exp(-(ux**2 + uy**2) / (2 * sigma * sigma))
+    G = np.fft.fft2(g)
+    w = 2 * np.pi * np.fft.fftfreq(L, stride)
+    odd = w.copy()
+    if L % 2 == 0:
+        odd[L // 2] = 0.0  # the Nyquist bin has no odd (real) derivative
+    wy, wx = np.meshgrid(w, w, indexing="ij")
+    oy, ox = np.meshgrid(odd, odd, indexing="ij")
+    # FFT of d/dx is (i wx) G; the targets are minus the derivatives of g
+    spectra = [-1j * ox * G, -1j * oy * G, wx**2 * G, wy**2 * G, ox * oy * G]
+    return np.stack([g] + [np.fft.ifft2(s).real for s in spectra])
 
 
 @dataclass
