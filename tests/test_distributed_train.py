@@ -236,7 +236,7 @@ def _client_peak(client, folders, **kw):
 
 
 def test_the_clients_memory_does_not_grow_with_the_training_images(cluster, monkeypatch):
-    """Training on the wings listed 4 times (160 images) needs no more memory in this
+    """Training on the wings listed 8 times (320 images) needs no more memory in this
     process than on the 40 wings once: it keeps their file names and sizes (a few dozen
     bytes each), not their landmarks, and reads the landmarks of only the first image
     (and the held-out ones when ``lam`` is chosen). Before, the client held each image's
@@ -251,10 +251,13 @@ def test_the_clients_memory_does_not_grow_with_the_training_images(cluster, monk
     monkeypatch.setattr(io, "read_pts", lambda path, **k: reads.append(path) or original(path, **k))
     one, small = _client_peak(cluster, [WINGS], **kw)
     reads_one = len(reads)
-    four, big = _client_peak(cluster, [WINGS] * 4, **kw)
-    assert (small.summary["n_images"], big.summary["n_images"]) == (40, 160)
-    grown = (four - one) / 120
-    assert grown < 1000, f"{grown:.0f} bytes more per training image"
+    eight, big = _client_peak(cluster, [WINGS] * 8, **kw)
+    assert (small.summary["n_images"], big.summary["n_images"]) == (40, 320)
+    # The peaks are about 16 MB and move by up to ~120 KB from run to run (when Dask's
+    # transient buffers meet); 280 more images keep that noise under 450 bytes an image,
+    # well under the 3.6 KB a wing's landmarks cost when they were held.
+    grown = (eight - one) / 280
+    assert grown < 1500, f"{grown:.0f} bytes more per training image"
     # the first image's landmarks (its landmark count, the first Procrustes reference)
     assert len(reads) - reads_one == reads_one <= 2
     np.testing.assert_allclose(big.shape.s0, small.shape.s0, atol=1e-9)  # the same shapes
