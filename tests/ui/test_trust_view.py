@@ -56,7 +56,12 @@ def _train(w, qtbot, method="gsm"):
 
 def test_fit_and_accept_never_freeze_the_window(open_annotator, faces_copy, qtbot):
     """GSM 2D+3D on 68 landmarks: fitting, and accepting (model update + next fit), keep the
-    event loop running (no gap over 100 ms); the results still arrive.
+    event loop running; the results still arrive.
+
+    A fit (0.1-0.2 s here) may not hold the loop for 100 ms. Accept also swaps the image
+    layer to the next image and redraws, napari's own work on the event loop (80-130 ms
+    here), so its bound is 250 ms: the model's update (0.3 s) and the next fit would push
+    it to 0.5 s if they ran there.
 
     Three rounds, each on a new image; the best round counts, so that a burst of load from
     outside the test (another process on the 2 cores) does not decide. Before the work moved
@@ -85,7 +90,7 @@ def test_fit_and_accept_never_freeze_the_window(open_annotator, faces_copy, qtbo
         if n < 2:  # the next image, fitted with the updated model
             assert p.item.stem != stem and p.status(p.index) == "fitted"
     assert min(fit_stalls) < 0.1, f"event loop blocked during Fit: {fit_stalls}"
-    assert min(accept_stalls) < 0.1, f"event loop blocked on Accept: {accept_stalls}"
+    assert min(accept_stalls) < 0.25, f"event loop blocked on Accept: {accept_stalls}"
 
 
 def test_a_fit_for_an_image_left_behind_is_dropped(widget, qtbot):
