@@ -34,11 +34,13 @@ def package_version():
 
 
 def code_digest():
-    """A short hash of the core package's source (``src/napari_gsm`` without ``ui/``), for
-    model cache keys: a model trained by other code is never read back."""
+    """A short hash of the core package's source (``src/napari_gsm`` without ``ui/`` and
+    ``distributed/``, which the benchmarks' in-process training does not run), for model
+    cache keys: a model trained by other code is never read back."""
     h = hashlib.sha256()
     src = HERE.parent / "src" / "napari_gsm"
-    for f in sorted(p for p in src.rglob("*.py") if "ui" not in p.relative_to(src).parts):
+    skip = {"ui", "distributed"}
+    for f in sorted(p for p in src.rglob("*.py") if not skip & set(p.relative_to(src).parts)):
         h.update(f.relative_to(src).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

@@ -9,8 +9,8 @@ with the face detector, from the benchmark cache, see ``run.py``) by running
 start-up included), images/s, speed-up over in-process, the steady rate once the first
 image is back, the client's peak RSS (the command's own process; a local cluster's
 scheduler runs in it, its workers do not) and the client's CPU seconds per image (the
-part that does not shrink with more workers). ``--baseline REV`` adds the in-process rows
-of the code at git revision REV (before Dask) run from an export of its ``src``. The
+part that does not shrink with more workers). ``--baseline REV`` adds the same three rows
+for the code at git revision REV, run from an export of its ``src`` (its workers too). The
 machine's load average is printed with every run: other jobs on the cores make every
 number slower and the speed-ups smaller.
 """
@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 import run as R  # noqa: E402
+from napari_gsm.distributed._dask import chunk_size  # noqa: E402
 from napari_gsm.model import TrainParams  # noqa: E402
 
 TEST = C.DATA / "faces-300w/test-lfpw"
@@ -98,7 +99,7 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=2,
                    help="runs per row, interleaved; the table shows the fastest (default 2)")
     p.add_argument("--baseline", metavar="REV",
-                   help="also time the in-process command of git revision REV")
+                   help="also time the commands of git revision REV")
     p.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
     args = p.parse_args(argv)
 
@@ -108,7 +109,8 @@ def main(argv=None):
     modes = dict(MODES)
     if args.baseline:
         old_src = baseline_tree(args.baseline)
-        modes[f"in-process ({args.baseline})"] = ("baseline", old_src)
+        for mode, extra in MODES.items():
+            modes[f"{mode} ({args.baseline})"] = (extra, old_src)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         images = test_images(args.quick, Path(tmp) / "test")
@@ -119,8 +121,8 @@ def main(argv=None):
                     out = Path(tmp) / f"out-{rep}-{label}-{mode}".replace(" ", "_")
                     run_env = env
                     if isinstance(extra, tuple):  # the baseline revision's code
-                        run_env = dict(env, PYTHONPATH=str(extra[1]))
-                        extra = []
+                        extra, old_src = extra
+                        run_env = dict(env, PYTHONPATH=str(old_src))
                     load = os.getloadavg()[0]
                     wall, rss, cpu, tree, doc = run_fit(
                         exe + ["fit", str(model), str(images), "-o", str(out), "--json"]
@@ -157,7 +159,10 @@ def table(rows, paths, n_images, n_train, args):
             best = min(runs, key=lambda r: r["wall"])
             t = best["doc"]["totals"]
             first = t.get("seconds_to_first_image")
-            steady = ((n_images - 1) / (t["wall_seconds"] - first)
+            # the images that came back with the first: a task's chunk (this code's)
+            k = (chunk_size(n_images, int(mode.split()[1])) if mode.startswith("--workers")
+                 and mode in MODES else 1)
+            steady = ((n_images - k) / (t["wall_seconds"] - first)
                       if first is not None and t["wall_seconds"] > first else float("nan"))
             lines.append(C.md_row([
                 label, mode, f"{best['wall']:.1f}", f"{n_images / best['wall']:.1f}",
@@ -168,7 +173,8 @@ def table(rows, paths, n_images, n_train, args):
                 costs[(label, mode)] = dict(best, steady=steady, first=first)
     lines += ["", "Wall: the whole command as a user runs it (start-up, cluster start-up, "
               "model on the workers, fitting, writing). Steady: images/s between the first "
-              "and the last image back. Client CPU: the command's own process per image once the "
+              "and the last image back (not counting those that came with the first, a "
+              "task's chunk of images). Client CPU: the command's own process per image once the "
               "first .pts is written (start-up excluded; with `--workers` this process also "
               "runs the local cluster's scheduler)."]
     for label in paths:

@@ -3,7 +3,8 @@
 What these show: the cluster fits every image exactly as this process does (the same
 bytes in the .pts files); a worker killed in the middle of a job loses nothing (Dask runs
 its images again, every image gets one valid .pts, no temporary file is left); an image
-on which every worker dies ends the job with a message naming it; a client killed in the
+on which every worker dies ends the job with a message naming it, and costs none of the
+images that travelled in its task; a client killed in the
 middle resumes where it stopped; and nothing of Dask is imported when it is not used.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from distributed import WorkerPlugin
 
 from napari_gsm.cli import main
 from napari_gsm.distributed import ClusterError, ModelFile, Start, connect, fit_paths
@@ -218,6 +220,61 @@ def test_an_image_every_worker_dies_on_is_named(fresh_cluster, wings, monkeypatc
     n_killed = int(re.search(r"\((\d+) in all", str(err)).group(1))
     assert len(seen) + n_killed == 12  # every other image was done
     _alive(cluster)
+
+
+class _DiesOn(WorkerPlugin):
+    """On every worker, also one restarted after a crash: fitting the image named
+    ``name`` kills the worker process."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def setup(self, worker):
+        from napari_gsm.distributed import _dask
+
+        real, name = _dask.fit_file, self.name
+
+        def fit_file(model, path, start=None, index=0):
+            if path.name == name:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(model, path, start, index)
+
+        _dask.fit_file = fit_file
+
+
+def test_an_image_that_kills_its_worker_costs_only_itself(fresh_cluster, wings,
+                                                          monkeypatch):
+    """Images travel a few to a task (40 images on 2 workers: 5 a task). When the workers
+    keep dying on one image, the images that shared its task are fitted one by one: all
+    39 others come back, equal to the in-process fits, and the error names that image."""
+    from napari_gsm.distributed._dask import chunk_size
+
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # as in the test above
+    cluster = fresh_cluster
+    _alive(cluster)
+    assert chunk_size(len(wings["paths"]), 2) == 5
+    cluster.register_plugin(_DiesOn("63004_2.jpg"), name="dies-on")
+    done, raised = {}, []
+
+    def consume():
+        try:
+            for d in fit_paths(wings["model"], wings["paths"], client=cluster):
+                done[d.index] = d.result.points
+        except Exception as exc:  # checked below
+            raised.append(exc)
+
+    runner = threading.Thread(target=consume, daemon=True)
+    runner.start()
+    runner.join(STREAM_DEADLINE)
+    assert not runner.is_alive(), f"the fit hung ({len(done)} of 40 images back)"
+    assert len(raised) == 1 and isinstance(raised[0], ClusterError), raised
+    assert re.match(r"\S*63004_2\.jpg: 2 workers died while running this \(1 in all",
+                    str(raised[0])), raised[0]
+    here = _in_process(wings)
+    poison = [p.name for p in wings["paths"]].index("63004_2.jpg")
+    assert sorted(done) == [i for i in range(40) if i != poison]
+    for i, points in done.items():
+        np.testing.assert_array_equal(points, here[i])
 
 
 def test_unreachable_scheduler_is_one_clear_line(wings, tmp_path, capsys, monkeypatch):

@@ -27,6 +27,12 @@ __all__ = ["ModelPlugin", "model_on_workers", "stream", "fit_on_cluster"]
 TASKS_PER_THREAD = 3
 #: How often (seconds) the window follows workers that join or leave.
 RESIZE_EVERY = 5.0
+#: Images fitted by one task at most. A task costs the scheduler, the worker and this
+#: process a few milliseconds of their own (messages, state, the result's round trip):
+#: as much as a tenth of a face's fit, paid once per chunk instead of once per image.
+MAX_CHUNK = 8
+#: Tasks per worker thread a batch is cut into at least, so the last ones finish together.
+CHUNKS_PER_THREAD = 4
 
 
 class ModelPlugin(WorkerPlugin):
@@ -87,11 +93,13 @@ def worker_model(name):
     return get_worker().plugins[name].model
 
 
-def _fit_task(name, path, start, index):
-    return fit_file(worker_model(name), path, start, index)
+def _fit_task(name, jobs):
+    """Fit a chunk of ``(path, start, index)`` jobs on this worker; a list of Fitted."""
+    model = worker_model(name)
+    return [fit_file(model, path, start, index) for path, start, index in jobs]
 
 
-def stream(client, func, jobs, *, names):
+def stream(client, func, jobs, *, names, given_up=None, one_at_a_time=False):
     """Run ``func(*job)`` for every job on the cluster; yield the results as they finish.
 
     At most :data:`TASKS_PER_THREAD` tasks per worker thread are in flight; each result
@@ -99,13 +107,17 @@ def stream(client, func, jobs, *, names):
     gives up on a task once ``distributed.scheduler.allowed-failures`` + 1 workers died
     while it was on them, which can also catch a task that only shared those workers with
     the culprit: the other jobs still run, and :class:`ClusterError` naming those tasks
-    (``names[i]``) is raised at the end. Leaving early cancels what is in flight.
+    (``names[i]``) is raised at the end, unless ``given_up`` is a list: then the indices of
+    those jobs are appended to it instead. ``one_at_a_time`` keeps a single task in flight,
+    so that only the task that kills a worker is blamed. Leaving early cancels what is in
+    flight.
     """
     jobs = iter(enumerate(jobs))
     batch = uuid.uuid4().hex[:8]
     pending = {}  # future -> job index
     ac = as_completed(loop=client.loop, with_results=True, raise_errors=False)
-    window, resized = _window(client), time.monotonic()
+    window = (lambda: 1) if one_at_a_time else (lambda: _window(client))
+    size, resized = window(), time.monotonic()
     killed, tries = [], None
 
     def submit_next():
@@ -118,7 +130,7 @@ def stream(client, func, jobs, *, names):
         ac.add(future)
 
     try:
-        for _ in range(window):
+        for _ in range(size):
             submit_next()
         for future, result in ac:
             i = pending.pop(future)
@@ -130,15 +142,17 @@ def stream(client, func, jobs, *, names):
                                    "scheduler stopped or restarted?)") from None
             future.release()
             if time.monotonic() - resized > RESIZE_EVERY:
-                window, resized = _window(client), time.monotonic()
-            while len(pending) < window and _more(submit_next, pending):
+                size, resized = window(), time.monotonic()
+            while len(pending) < size and _more(submit_next, pending):
                 pass
             if killed_here:
                 killed.append(names[i])
                 tries = result[1].allowed_failures + 1
+                if given_up is not None:
+                    given_up.append(i)
                 continue
             yield result
-        if killed:
+        if killed and given_up is None:
             raise ClusterError(
                 f"{', '.join(killed[:3])}{' and others' if len(killed) > 3 else ''}: "
                 f"{tries} workers died while running {'this' if len(killed) == 1 else 'these'}"
@@ -164,9 +178,27 @@ def _window(client):
     return max(TASKS_PER_THREAD * threads, TASKS_PER_THREAD)
 
 
+def chunk_size(n_images, threads):
+    """Images per task: up to :data:`MAX_CHUNK`, while every worker thread still gets
+    :data:`CHUNKS_PER_THREAD` tasks (so none idles at the end of a batch)."""
+    return int(min(MAX_CHUNK, max(1, n_images // (CHUNKS_PER_THREAD * max(threads, 1)))))
+
+
 def fit_on_cluster(client, model_file, paths, starts):
-    """:func:`~napari_gsm.distributed.fit_paths` on a cluster."""
+    """:func:`~napari_gsm.distributed.fit_paths` on a cluster, a few images per task."""
+    jobs = [(p, s, i) for i, (p, s) in enumerate(zip(paths, starts))]
+    k = chunk_size(len(jobs), sum(client.nthreads().values()))
+    chunks = [jobs[i:i + k] for i in range(0, len(jobs), k)]
+    given_up = [] if k > 1 else None
     with model_on_workers(client, model_file) as name:
-        yield from stream(client, _fit_task,
-                          [(name, p, s, i) for i, (p, s) in enumerate(zip(paths, starts))],
-                          names=[str(p) for p in paths])
+        for fitted in stream(client, _fit_task, [(name, chunk) for chunk in chunks],
+                             names=[", ".join(str(p) for p, _, _ in c) for c in chunks],
+                             given_up=given_up):
+            yield from fitted
+        # Chunks on which workers kept dying: their images one at a time (Dask blames
+        # every task on a worker that dies, also those only queued there), so that only an
+        # image that kills a worker is lost, and it is named.
+        alone = [job for c in given_up or () for job in chunks[c]]
+        for [fitted] in stream(client, _fit_task, [(name, [job]) for job in alone],
+                               names=[str(p) for p, _, _ in alone], one_at_a_time=True):
+            yield fitted

@@ -118,8 +118,9 @@ def fit_paths(model, paths, starts=None, *, client=None):
         One for every image, or one per image (default: ``Start()``, 'auto').
     client : distributed.Client, optional
         None: fit in this process, one image after the other, in order (Dask is not
-        imported). Else on that client's cluster, in the order images finish
-        (:func:`connect` makes one).
+        imported). Else on that client's cluster (:func:`connect` makes one), a few images
+        per task (up to 8, fewer for small batches: a task's own cost is spread over its
+        images), in the order the tasks finish.
 
     Yields
     ------
