@@ -34,16 +34,18 @@ import _common as C  # noqa: E402
 from napari_gsm.evaluate import nme  # noqa: E402
 from napari_gsm.methods import METHODS, GSMParams  # noqa: E402
 from napari_gsm.crossfit import calibration_folds, cross_fits  # noqa: E402
-from napari_gsm.model import TrainParams, load_model, train  # noqa: E402
+from napari_gsm.model import TrainParams, feature_choice, load_model, train  # noqa: E402
 from napari_gsm.shape3d import ortho_procrustes, rotation_to_euler  # noqa: E402
 
 #: Rows after the start row: key -> (label, features, method name, TrainParams kwargs).
 ROWS = {
     "gsm-grey": ("GSM", "grey", "gsm", {"features": "grey"}),
     "gsm": ("GSM", "HoG", "gsm", {}),
+    "gsm-signed": ("GSM", "HoG signed", "gsm", {}),
     "clm": ("CLM (SCMS)", "HoG", "clm", {}),
     "gsm3d": ("GSM 2D+3D", "HoG", "gsm3d", {}),
     "gsm-cr": ("GSM-CR", "HoG", "gsm-cr", {}),
+    "gsm-cr-signed": ("GSM-CR", "HoG signed", "gsm-cr", {}),
     "dlib": ("dlib ERT (peer)", "pixels", None, None),
     "dlib-placed": ("dlib ERT (peer, all faces)", "pixels", None, None),
 }
@@ -52,7 +54,9 @@ ROWS = {
 #: trained on), 'placed' (the box the learned face-box placement maps onto its landmarks).
 DLIB_ROWS = {"dlib": "drop", "dlib-placed": "placed"}
 
-FACE_ROWS = ["gsm-grey", "gsm", "clm", "gsm3d", "gsm-cr", "dlib", "dlib-placed"]
+FACE_ROWS = ["gsm-grey", "gsm", "gsm-signed", "clm", "gsm3d", "gsm-cr", "gsm-cr-signed", "dlib",
+             "dlib-placed"]
+SMALL_ROWS = ["gsm-grey", "gsm", "gsm-signed", "clm", "gsm-cr", "gsm-cr-signed"]
 
 SUITES = {
     # name: train folder, test folder (None: seeded split of train, test_fraction of it),
@@ -65,9 +69,9 @@ SUITES = {
                           norm="auto", quick=(300, 60), face=True, rows=FACE_ROWS),
     "wings": dict(train=C.DATA / "wings/train", test=None, test_fraction=0.25,
                   norm="diagonal", quick=(None, None), face=False,
-                  rows=["gsm-grey", "gsm", "clm", "gsm-cr"]),
+                  rows=SMALL_ROWS),
     "ceph": dict(train=C.DATA / "ceph/train", test=None, test_fraction=0.25, norm="diagonal",
-                 quick=(30, 10), face=False, rows=["gsm-grey", "gsm", "clm", "gsm-cr"]),
+                 quick=(30, 10), face=False, rows=SMALL_ROWS),
 }
 
 QUICK_DLIB_FACES = 50
@@ -98,15 +102,15 @@ def base_model(suite, samples, params, use_cache):
     key = C.key_of({"suite": suite, "data": C.files_digest(samples), "params": asdict(params),
                     "gsm_params": asdict(GSMParams()), "method": "gsm",
                     "version": C.package_version(), "code": C.code_digest()})
-    path = _model_path(suite, f"gsm-{params.features}", key)
-    model = _cached(path, params.features, use_cache)
+    path = _model_path(suite, f"gsm-{feature_choice(params)}", key)
+    model = _cached(path, feature_choice(params), use_cache)
     if model is not None:
         return model, path
-    log(f"  [{params.features}] training GSM on {len(samples)} images ...")
+    log(f"  [{feature_choice(params)}] training GSM on {len(samples)} images ...")
     model = train([(s.grey, s.points) for s in samples], "gsm", params=params)
     model.summary["images"] = [s.name for s in samples][:5000]
     model.save(path)
-    log(f"  [{params.features}] trained in {model.summary['train_seconds']} s -> {path.name}")
+    log(f"  [{feature_choice(params)}] trained in {model.summary['train_seconds']} s -> {path.name}")
     return model, path
 
 
@@ -274,7 +278,7 @@ def run_suite(name, args):
     bases = {}
     for feat in sorted(feats):
         params = TrainParams(features="grey" if feat == "grey" else "hog",
-                             face_detector=cfg["face"])
+                             signed=feat == "HoG signed", face_detector=cfg["face"])
         bases[feat] = base_model(name, train_s, params, use_cache)
     if not bases:  # the start row needs the start model
         bases["HoG"] = base_model(name, train_s, TrainParams(face_detector=cfg["face"]),

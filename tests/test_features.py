@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from napari_gsm.features import FeatureSpec, FrameCache, Pyramid, feature_map
 
@@ -36,7 +37,7 @@ def test_dense_hog_matches_a_direct_count_of_the_votes():
     assert (ang == np.float32(2 * np.pi)).any()
     spec = FeatureSpec("hog", cell=3, n_bins=9)
     got = feature_map(img, spec)
-    np.testing.assert_allclose(got, _reference_hog(img, 3, 9), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, _reference_hog(img, 3, 9), rtol=1e-5, atol=1e-5)
 
 
 def _cache():
@@ -72,3 +73,26 @@ def test_frame_is_rewarped_only_when_the_new_pose_holds_an_overhanging_patch():
     np.testing.assert_array_equal(frames.theta, theta)
     fresh = feature_map(Pyramid(img).warp(theta, sm, (40, 40)), spec)
     np.testing.assert_array_equal(frames.fmap, fresh)
+
+
+def test_signed_hog_folds_onto_the_unsigned_and_tells_the_edge_polarity():
+    """Signed HoG (18 channels over 360 degrees): its two halves sum to the unsigned HoG,
+    and inverting the image (every gradient turned by 180 degrees) leaves the unsigned HoG
+    as it was but moves each signed vote by exactly ``n_bins`` channels."""
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.random((48, 52)).astype(np.float32), (0, 0), 1.5)
+    unsigned, signed = FeatureSpec(), FeatureSpec(signed=True)
+    assert (unsigned.channels, signed.channels) == (9, 18)
+    u, s = feature_map(img, unsigned), feature_map(img, signed)
+    assert s.shape == img.shape + (18,)
+    np.testing.assert_allclose(s[..., :9] + s[..., 9:], u, atol=1e-5)
+    inv = 1.0 - img
+    np.testing.assert_allclose(feature_map(inv, unsigned), u, atol=1e-5)
+    np.testing.assert_allclose(feature_map(inv, signed), np.roll(s, 9, axis=2), atol=1e-5)
+    # the polarity is information the unsigned HoG does not have
+    assert np.abs(s[..., :9] - s[..., 9:]).max() > 0.1 * s.max()
+
+
+def test_signed_orientations_are_a_hog_option_only():
+    with pytest.raises(ValueError, match="HoG option"):
+        FeatureSpec(kind="grey", signed=True)

@@ -7,7 +7,8 @@ HoG it is the cell grid (cell size 3 in the paper), so a 15 x 15 grid of cells c
 pixels, and a sub-pixel shift of a landmark is a sub-cell shift of its patch.
 
 The dense HoG here is Dalal-Triggs style: unsigned gradient orientation in ``n_bins`` bins
-with linear vote splitting, pooled over ``cell x cell`` pixels around every pixel (so a
+(or signed, in ``2 n_bins`` bins over 360 degrees, as in Felzenszwalb et al.'s HoG) with
+linear vote splitting, pooled over ``cell x cell`` pixels around every pixel (so a
 cell can sit at any position, which is what sub-pixel patch sampling needs;
 ``skimage.feature.hog`` only gives cells on a fixed grid), then normalised by the mean
 gradient magnitude over the ``2 cell x 2 cell`` block. It is written with OpenCV filters
@@ -49,7 +50,10 @@ class FeatureSpec:
     cell : int
         HoG cell size in pixels; also the grid spacing for HoG. Ignored for grey.
     n_bins : int
-        HoG orientation bins.
+        HoG orientation bins over 180 degrees.
+    signed : bool
+        HoG with signed orientations: ``2 n_bins`` bins over 360 degrees, so an edge
+        from dark to light and one from light to dark fall in different channels.
     window : bool
         Multiply patches by a Hann window (as MOSSE does) before normalising.
     """
@@ -59,10 +63,13 @@ class FeatureSpec:
     cell: int = 3
     n_bins: int = 9
     window: bool = True
+    signed: bool = False
 
     def __post_init__(self):
         if self.kind not in ("grey", "hog"):
             raise ValueError(f"features must be 'grey' or 'hog', not {self.kind!r}")
+        if self.signed and self.kind != "hog":
+            raise ValueError("signed orientations are a HoG option, not one of grey levels")
         if self.patch < 5:
             raise ValueError("patch must be at least 5 samples")
 
@@ -73,7 +80,9 @@ class FeatureSpec:
 
     @property
     def channels(self):
-        return self.n_bins if self.kind == "hog" else 1
+        if self.kind != "hog":
+            return 1
+        return 2 * self.n_bins if self.signed else self.n_bins
 
     @property
     def extent(self):
@@ -217,10 +226,10 @@ def feature_map(frame, spec):
     frame = np.ascontiguousarray(frame, np.float32)
     if spec.kind == "grey":
         return frame[..., None]
-    return _dense_hog(frame, spec.cell, spec.n_bins)
+    return _dense_hog(frame, spec.cell, spec.n_bins, spec.signed)
 
 
-def _dense_hog(img, cell, n_bins):
+def _dense_hog(img, cell, n_bins, signed=False):
     gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1)
     gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1)
     mag, ang = cv2.cartToPolar(gx, gy)
@@ -229,23 +238,25 @@ def _dense_hog(img, cell, n_bins):
     # at every re-warp. The bin indices are numpy's own index type (intp): int32 indices
     # are converted at every assignment, which took as long as the assignment itself.
     m = mag.ravel()
+    n = 2 * n_bins if signed else n_bins  # bins over [0, 2 pi) signed, [0, pi) unsigned
     b = (ang * np.float32(n_bins / np.pi)).ravel()  # [0, 2 n_bins)
-    b -= np.float32(n_bins) * (b >= n_bins)  # [pi, 2 pi) is [0, pi) unsigned
+    if not signed:
+        b -= np.float32(n_bins) * (b >= n_bins)  # [pi, 2 pi) is [0, pi) unsigned
     b0 = b.astype(np.intp)  # b >= 0, so truncation is the floor
     m1 = m * (b - b0.astype(np.float32))
-    b0 -= n_bins * (b0 == n_bins)  # OpenCV can return an angle of exactly 2 pi
+    b0 -= n * (b0 == n)  # OpenCV can return an angle of exactly 2 pi
     b1 = b0 + 1
-    b1 -= n_bins * (b1 == n_bins)
-    base = _vote_base(b.size, n_bins)
+    b1 -= n * (b1 == n)
+    base = _vote_base(b.size, n)
     b0 += base
     b1 += base
-    hist = np.zeros(b.size * n_bins, np.float32)
+    hist = np.zeros(b.size * n, np.float32)
     hist[b0] = m - m1
     hist[b1] = m1  # b1 != b0, so this never overwrites a vote
     # Box means as separable filters: the same sums as cv2.boxFilter (to float rounding),
     # about 1.7x faster on the nine channels.
     k = _box_kernel(cell)
-    hist = cv2.sepFilter2D(hist.reshape(img.shape + (n_bins,)), -1, k, k,
+    hist = cv2.sepFilter2D(hist.reshape(img.shape + (n,)), -1, k, k,
                            borderType=cv2.BORDER_REFLECT)
     # Block normalisation by the mean gradient magnitude over 2 x 2 cells (L1, one filter
     # instead of the L2 energy of every channel: same invariance to local contrast).

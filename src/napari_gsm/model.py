@@ -26,7 +26,8 @@ from .methods import METHODS, GSMParams
 from .shape import ShapeModel
 from .training import Sample, accumulate
 
-__all__ = ["Model", "TrainParams", "train", "choose_lam", "load_model", "Sample",
+__all__ = ["Model", "TrainParams", "FEATURE_CHOICES", "feature_choice", "train",
+           "choose_lam", "load_model", "Sample",
            "check_image_size", "MIN_IMAGE_SIDE", "LAM_GRID", "LAM_DEFAULT"]
 
 
@@ -34,6 +35,8 @@ __all__ = ["Model", "TrainParams", "train", "choose_lam", "load_model", "Sample"
 class TrainParams:
     """Training hyper-parameters shared by every method.
 
+    ``features`` is 'hog' or 'grey'; ``signed`` HoG with signed orientations (18 channels
+    instead of 9: :class:`~napari_gsm.features.FeatureSpec`).
     ``sigma`` is the finest target width in grid samples (pixels for grey, cells for HoG),
     as in the paper (grey 5, HoG 1.5); ``coarse`` the wider widths fitted first, as
     multiples of ``sigma`` (coarse to fine; empty for the paper's single width); ``ref_size`` the mean shape's size in the reference frame
@@ -44,6 +47,7 @@ class TrainParams:
     """
 
     features: str = "hog"
+    signed: bool = False
     patch: int | None = None
     cell: int = 3
     sigma: float | None = None
@@ -56,7 +60,7 @@ class TrainParams:
 
     def feature_spec(self):
         patch = self.patch or (15 if self.features == "hog" else 31)
-        return FeatureSpec(kind=self.features, patch=patch, cell=self.cell)
+        return FeatureSpec(kind=self.features, patch=patch, cell=self.cell, signed=self.signed)
 
     def sigmas_px(self):
         """Target widths in reference-frame pixels, coarse to fine."""
@@ -64,6 +68,18 @@ class TrainParams:
         sigma = self.sigma if self.sigma is not None else (1.5 if spec.kind == "hog" else 4.0)
         return tuple(sorted((k * sigma * spec.stride for k in (*self.coarse, 1.0)),
                             reverse=True))
+
+
+#: The feature choices offered to people (``train --features``, the widgets), as
+#: :class:`TrainParams` fields.
+FEATURE_CHOICES = {"hog": {"features": "hog"},
+                   "hog-signed": {"features": "hog", "signed": True},
+                   "grey": {"features": "grey"}}
+
+
+def feature_choice(params):
+    """The :data:`FEATURE_CHOICES` name of ``params``' features."""
+    return "hog-signed" if params.features == "hog" and params.signed else params.features
 
 
 #: Images smaller than this on either side cannot be fitted or trained on.

@@ -55,7 +55,7 @@ def cmd_train(args):
 
     from ..distributed import connect, describe
     from ..methods import GSMParams
-    from ..model import TrainParams, train
+    from ..model import FEATURE_CHOICES, TrainParams, train
 
     from ..io import LandmarkFileError
     from ..listing import Listing
@@ -77,8 +77,10 @@ def cmd_train(args):
         raise CLIError(f"no annotated images (image + same-stem .pts) in {', '.join(args.data)}")
     v = len(listing[0].with_points().points)
     # Only the options given override TrainParams' defaults: one source of defaults.
-    tp = {k: val for k, val in (("features", args.features), ("sigma", args.sigma),
-                                ("ref_size", args.ref_size)) if val is not None}
+    tp = {k: val for k, val in (("sigma", args.sigma), ("ref_size", args.ref_size))
+          if val is not None}
+    if args.features is not None:
+        tp.update(FEATURE_CHOICES[args.features])
     params = TrainParams(face_detector=args.face_detector, **tp)
     gsm_params = GSMParams() if args.lam is None else GSMParams(lam=args.lam)
     method_kw = {}

@@ -46,7 +46,7 @@ def _cluster_options(parser, verb="fit"):
 
 def build_parser():
     from ..methods import METHODS
-    from ..model import TrainParams
+    from ..model import FEATURE_CHOICES, TrainParams
 
     tp = TrainParams()
 
@@ -61,8 +61,10 @@ def build_parser():
     # Only the methods registered at run time are offered.
     t.add_argument("--method", default="gsm", choices=sorted(METHODS),
                    help="fitting method (default gsm)")
-    t.add_argument("--features", choices=("grey", "hog"), default=None,
-                   help=f"patch features (default {tp.features})")
+    t.add_argument("--features", choices=tuple(FEATURE_CHOICES), default=None,
+                   help=f"patch features (default {tp.features}); hog-signed: HoG with "
+                   "signed orientations, 18 channels (more accurate on faces, about 1.5-2x "
+                   "the fitting time)")
     t.add_argument("--sigma", type=float, default=None, metavar="S",
                    help="detector target width in grid units (default: hog 1.5, grey 4)")
     t.add_argument("--ref-size", type=float, default=None, metavar="R",

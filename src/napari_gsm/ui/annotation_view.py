@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QForm
 from superqt import QCollapsible
 
 from ..methods import METHODS, GSMParams
-from ..model import TrainParams
+from ..model import FEATURE_CHOICES, TrainParams, feature_choice
 from .keys import shortcuts_html
 
 __all__ = ["AnnotationView", "START_SOURCES"]
@@ -180,7 +180,7 @@ class AnnotationView(QWidget):
         box = QGroupBox("Model")
         form = QFormLayout(box)
         self.method_combo = _combo()
-        self.features_combo = _combo(["hog", "grey"])
+        self.features_combo = _combo(list(FEATURE_CHOICES))
         self.face_check = QCheckBox("learn face-detector starts")
         self.face_check.setToolTip("faces only: learn where OpenCV's face detector puts the "
                                    "landmarks, to start fits from a detected face")
@@ -292,7 +292,7 @@ class AnnotationView(QWidget):
     def train_settings(self):
         """``(method, TrainParams, GSMParams)`` from the controls."""
         self._refresh_methods()
-        params = TrainParams(features=self.features_combo.currentText(),
+        params = TrainParams(**FEATURE_CHOICES[self.features_combo.currentText()],
                              patch=self.patch_spin.value() or None,
                              sigma=self.sigma_spin.value() or None,
                              ref_size=self.ref_spin.value(), jitter=self.jitter_spin.value(),
@@ -304,7 +304,7 @@ class AnnotationView(QWidget):
         """Set the controls to a model's settings (``lam`` None: chosen automatically)."""
         self._refresh_methods()
         self.method_combo.setCurrentText(method)
-        self.features_combo.setCurrentText(params.features)
+        self.features_combo.setCurrentText(feature_choice(params))
         self.patch_spin.setValue(params.patch or 0)
         self.sigma_spin.setValue(params.sigma or 0.0)
         self.ref_spin.setValue(params.ref_size)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushButton
 
 from ..methods import METHODS
-from ..model import TrainParams, train
+from ..model import FEATURE_CHOICES, TrainParams, train
 from .context_menu import add_layer_context_items
 from .background import ProgressRun
 from .layer_data import frame_image
@@ -73,7 +73,7 @@ class TrainLayersWidget(Container):
         self.image, self.points = layer_pair_choosers(napari_viewer)
         self.all_pairs = CheckBox(text="all annotated pairs in the viewer")
         self.method = ComboBox(label="method", choices=list(METHODS), value="gsm")
-        self.features = ComboBox(label="features", choices=["hog", "grey"], value="hog")
+        self.features = ComboBox(label="features", choices=list(FEATURE_CHOICES), value="hog")
         self.face = CheckBox(text="learn face-detector starts (faces)")
         self.train_btn = PushButton(text="Train")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
@@ -115,7 +115,8 @@ class TrainLayersWidget(Container):
             self.status.value = str(exc)
             return None
         method = self.method.value
-        params = TrainParams(features=self.features.value, face_detector=self.face.value)
+        params = TrainParams(**FEATURE_CHOICES[self.features.value],
+                             face_detector=self.face.value)
         self.status.value = f"training {method} on {note}\u2026"
         self.progress.visible, self.progress.max, self.progress.value = True, len(samples), 0
         self.train_btn.enabled, self.cancel_btn.enabled = False, True
