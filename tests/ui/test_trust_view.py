@@ -175,7 +175,7 @@ def test_the_window_fits_a_laptop_screen(open_annotator, faces_copy, qtbot, tmp_
 def test_model_controls_follow_the_loaded_model(open_annotator, make_napari_viewer, faces_copy,
                                                 qtbot):
     hold_out(faces_copy, 11)
-    w = open_annotator(faces_copy)
+    w = open_annotator(faces_copy, features="hog-signed")
     assert w.face_check.isChecked()  # 68 landmarks: face-detector starts by default
     w.lam_spin.setValue(0.2)
     _train(w, qtbot, "gsm3d")
@@ -183,7 +183,8 @@ def test_model_controls_follow_the_loaded_model(open_annotator, make_napari_view
     w2 = AnnotationWidget(viewer, project_dir=faces_copy)  # reopening the project
     assert w2.model is not None and w2.model.method == "gsm3d"
     assert w2.method_combo.currentText() == "gsm3d"
-    assert w2.face_check.isChecked() and w2.features_combo.currentText() == "grey"
+    assert w2.face_check.isChecked() and w2.features_combo.currentText() == "hog-signed"
+    assert w2.model.features.signed and w2.model.features.channels == 18
     assert w2.lam_spin.value() == 0.2
 
 
