@@ -40,12 +40,12 @@ from napari_gsm.shape3d import ortho_procrustes, rotation_to_euler  # noqa: E402
 #: Rows after the start row: key -> (label, features, method name, TrainParams kwargs).
 ROWS = {
     "gsm-grey": ("GSM", "grey", "gsm", {"features": "grey"}),
-    "gsm": ("GSM", "HoG", "gsm", {}),
-    "gsm-signed": ("GSM", "HoG signed", "gsm", {}),
-    "clm": ("CLM (SCMS)", "HoG", "clm", {}),
-    "gsm3d": ("GSM 2D+3D", "HoG", "gsm3d", {}),
-    "gsm-cr": ("GSM-CR", "HoG", "gsm-cr", {}),
-    "gsm-cr-signed": ("GSM-CR", "HoG signed", "gsm-cr", {}),
+    "gsm": ("GSM", "HoG signed", "gsm", {}),
+    "gsm-unsigned": ("GSM", "HoG", "gsm", {"signed": False}),
+    "clm": ("CLM (SCMS)", "HoG signed", "clm", {}),
+    "gsm3d": ("GSM 2D+3D", "HoG signed", "gsm3d", {}),
+    "gsm-cr": ("GSM-CR", "HoG signed", "gsm-cr", {}),
+    "gsm-cr-unsigned": ("GSM-CR", "HoG", "gsm-cr", {"signed": False}),
     "dlib": ("dlib ERT (peer)", "pixels", None, None),
     "dlib-placed": ("dlib ERT (peer, all faces)", "pixels", None, None),
 }
@@ -54,9 +54,9 @@ ROWS = {
 #: trained on), 'placed' (the box the learned face-box placement maps onto its landmarks).
 DLIB_ROWS = {"dlib": "drop", "dlib-placed": "placed"}
 
-FACE_ROWS = ["gsm-grey", "gsm", "gsm-signed", "clm", "gsm3d", "gsm-cr", "gsm-cr-signed", "dlib",
+FACE_ROWS = ["gsm-grey", "gsm", "gsm-unsigned", "clm", "gsm3d", "gsm-cr", "gsm-cr-unsigned", "dlib",
              "dlib-placed"]
-SMALL_ROWS = ["gsm-grey", "gsm", "gsm-signed", "clm", "gsm-cr", "gsm-cr-signed"]
+SMALL_ROWS = ["gsm-grey", "gsm", "gsm-unsigned", "clm", "gsm-cr", "gsm-cr-unsigned"]
 
 SUITES = {
     # name: train folder, test folder (None: seeded split of train, test_fraction of it),
@@ -281,8 +281,8 @@ def run_suite(name, args):
                              signed=feat == "HoG signed", face_detector=cfg["face"])
         bases[feat] = base_model(name, train_s, params, use_cache)
     if not bases:  # the start row needs the start model
-        bases["HoG"] = base_model(name, train_s, TrainParams(face_detector=cfg["face"]),
-                                  use_cache)
+        bases["HoG signed"] = base_model(name, train_s, TrainParams(face_detector=cfg["face"]),
+                                         use_cache)
     models = {}
     for k in wanted:
         label, feat, meth, _ = ROWS[k]
@@ -290,7 +290,7 @@ def run_suite(name, args):
             continue
         base, path = bases[feat]
         models[k] = method_model(name, meth, base, path, train_s, use_cache)
-    ref_model = bases.get("HoG", next(iter(bases.values())))[0]
+    ref_model = bases.get("HoG signed", next(iter(bases.values())))[0]
 
     # Starts: one face box per test face, fed to every method (dlib included); the
     # Viola-Jones boxes are cached by image path.

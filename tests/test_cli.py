@@ -71,13 +71,14 @@ def test_train_passes_options_straight_through(wings, tmp_path, capsys):
     assert m.detectors.sigma == pytest.approx(3.5)
 
 
-def test_train_with_signed_hog(wings, tmp_path, capsys):
-    out = tmp_path / "m.npz"
-    rc, _, _ = run(capsys, "train", wings["train"], "--features", "hog-signed", "--lam", 0.2,
-                   "-o", out)
-    m = load_model(out)
-    assert rc == 0 and m.features.kind == "hog" and m.features.signed
-    assert m.train_params.signed and m.detectors.filters.shape[-1] == 18
+def test_train_hog_is_signed_unless_asked_for_unsigned(wings, tmp_path, capsys):
+    for extra, signed in (((), True), (("--features", "hog"), False)):
+        out = tmp_path / f"m{signed}.npz"
+        rc, _, _ = run(capsys, "train", wings["train"], *extra, "--lam", 0.2, "-o", out)
+        m = load_model(out)
+        assert rc == 0 and m.features.kind == "hog" and m.features.signed == signed
+        assert m.train_params.signed == signed
+        assert m.detectors.filters.shape[-1] == (18 if signed else 9)
 
 
 def test_train_gsm3d_with_a_known_3d_mean(wings, tmp_path, capsys):

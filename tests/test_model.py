@@ -151,13 +151,15 @@ def test_overlapping_fits_from_threads_keep_one_thread_until_the_last_ends():
 
 
 def test_a_signed_hog_model_trains_fits_and_reads_back(detector_data, tmp_path):
-    """``TrainParams(signed=True)``: 18-channel detectors; saved and loaded, the model
-    fits every image exactly as before saving; the same images' landmarks are found."""
+    """Signed HoG (the default): 18-channel detectors; saved and loaded, the model
+    fits every image exactly as before saving; the same images' landmarks are found.
+    A file from before the option existed reads as the unsigned HoG it holds."""
     from napari_gsm.evaluate import nme
     from napari_gsm.io.model_file import load_model_file, save_model_file
 
     data, _ = detector_data
-    model = train(data[:22], "gsm", params=TrainParams(signed=True), calibrate=False)
+    assert TrainParams().signed and not TrainParams(features="grey").signed
+    model = train(data[:22], "gsm", params=TrainParams(), calibrate=False)
     assert model.features.signed and model.features.channels == 18
     assert model.detectors.filters.shape[-1] == 18
     back = load_model(model.save(tmp_path / "signed.npz"))
@@ -170,7 +172,7 @@ def test_a_signed_hog_model_trains_fits_and_reads_back(detector_data, tmp_path):
         assert nme(a.points, truth, "diagonal") < 0.03
     # A model file written before the option existed (no "signed" anywhere) reads as the
     # unsigned HoG it was trained with.
-    plain = train(data[:22], "gsm", params=TrainParams(), calibrate=False)
+    plain = train(data[:22], "gsm", params=TrainParams(signed=False), calibrate=False)
     arrays, meta = load_model_file(plain.save(tmp_path / "plain.npz"))
     del meta["features"]["signed"], meta["train_params"]["signed"]
     save_model_file(tmp_path / "old.npz", arrays, meta)

@@ -36,7 +36,8 @@ class TrainParams:
     """Training hyper-parameters shared by every method.
 
     ``features`` is 'hog' or 'grey'; ``signed`` HoG with signed orientations (18 channels
-    instead of 9: :class:`~napari_gsm.features.FeatureSpec`).
+    instead of 9: :class:`~napari_gsm.features.FeatureSpec`; always False for grey, which
+    has no orientations).
     ``sigma`` is the finest target width in grid samples (pixels for grey, cells for HoG),
     as in the paper (grey 5, HoG 1.5); ``coarse`` the wider widths fitted first, as
     multiples of ``sigma`` (coarse to fine; empty for the paper's single width); ``ref_size`` the mean shape's size in the reference frame
@@ -47,7 +48,7 @@ class TrainParams:
     """
 
     features: str = "hog"
-    signed: bool = False
+    signed: bool = True
     patch: int | None = None
     cell: int = 3
     sigma: float | None = None
@@ -57,6 +58,10 @@ class TrainParams:
     jitter: int = 0
     face_detector: bool = False
     seed: int = 0
+
+    def __post_init__(self):
+        if self.features != "hog":  # grey levels have no orientations to sign
+            object.__setattr__(self, "signed", False)
 
     def feature_spec(self):
         patch = self.patch or (15 if self.features == "hog" else 31)
@@ -72,7 +77,7 @@ class TrainParams:
 
 #: The feature choices offered to people (``train --features``, the widgets), as
 #: :class:`TrainParams` fields.
-FEATURE_CHOICES = {"hog": {"features": "hog"},
+FEATURE_CHOICES = {"hog": {"features": "hog", "signed": False},
                    "hog-signed": {"features": "hog", "signed": True},
                    "grey": {"features": "grey"}}
 
@@ -411,7 +416,8 @@ def load_model(path):
         det = Detectors.from_arrays(arrays)
         starts = StartModel.from_arrays(arrays)
         tp = meta["train_params"]
-        tp = TrainParams(**{**tp, "coarse": tuple(tp.get("coarse", ()))})
+        # Files from before signed HoG was an option hold unsigned HoG models.
+        tp = TrainParams(**{"signed": False, **tp, "coarse": tuple(tp.get("coarse", ()))})
         gp = GSMParams(**meta["gsm_params"])
         model = Model(method, shape, det, spec, starts, meta["landmark_names"], tp, gp,
                       summary=meta.get("training_set") or {})

@@ -46,7 +46,7 @@ def _cluster_options(parser, verb="fit"):
 
 def build_parser():
     from ..methods import METHODS
-    from ..model import FEATURE_CHOICES, TrainParams
+    from ..model import FEATURE_CHOICES, TrainParams, feature_choice
 
     tp = TrainParams()
 
@@ -62,9 +62,9 @@ def build_parser():
     t.add_argument("--method", default="gsm", choices=sorted(METHODS),
                    help="fitting method (default gsm)")
     t.add_argument("--features", choices=tuple(FEATURE_CHOICES), default=None,
-                   help=f"patch features (default {tp.features}); hog-signed: HoG with "
-                   "signed orientations, 18 channels (more accurate on faces and X-rays, about "
-                   "1.2-1.5x the fitting time)")
+                   help=f"patch features (default {feature_choice(tp)}); hog-signed: HoG with "
+                   "signed orientations, 18 channels; hog: unsigned, 9 channels (about 0.7-0.8x "
+                   "the fitting time, less accurate on faces and X-rays)")
     t.add_argument("--sigma", type=float, default=None, metavar="S",
                    help="detector target width in grid units (default: hog 1.5, grey 4)")
     t.add_argument("--ref-size", type=float, default=None, metavar="R",

@@ -181,6 +181,7 @@ class AnnotationView(QWidget):
         form = QFormLayout(box)
         self.method_combo = _combo()
         self.features_combo = _combo(list(FEATURE_CHOICES))
+        self.features_combo.setCurrentText(feature_choice(TrainParams()))
         self.face_check = QCheckBox("learn face-detector starts")
         self.face_check.setToolTip("faces only: learn where OpenCV's face detector puts the "
                                    "landmarks, to start fits from a detected face")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushButton
 
 from ..methods import METHODS
-from ..model import FEATURE_CHOICES, TrainParams, train
+from ..model import FEATURE_CHOICES, TrainParams, feature_choice, train
 from .context_menu import add_layer_context_items
 from .background import ProgressRun
 from .layer_data import frame_image
@@ -73,7 +73,8 @@ class TrainLayersWidget(Container):
         self.image, self.points = layer_pair_choosers(napari_viewer)
         self.all_pairs = CheckBox(text="all annotated pairs in the viewer")
         self.method = ComboBox(label="method", choices=list(METHODS), value="gsm")
-        self.features = ComboBox(label="features", choices=list(FEATURE_CHOICES), value="hog")
+        self.features = ComboBox(label="features", choices=list(FEATURE_CHOICES),
+                                 value=feature_choice(TrainParams()))
         self.face = CheckBox(text="learn face-detector starts (faces)")
         self.train_btn = PushButton(text="Train")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
