@@ -165,16 +165,25 @@ def level_sums(part):
     the images not held out (``G``, ``B``, ``n``) and of the held-out ones (``Gh``, ``Bh``,
     ``nh``), and per calibration fold ``f`` present, ``folds[f] = (G, B, n)`` of its
     images' rows (held out or not)."""
-    fit, ho = part.rows(False), part.rows(True)
-    G, B = _gram(part.F, part.dP, fit)
-    Gh, Bh = _gram(part.F, part.dP, ho)
     M = part.cur.shape[1]
-    fold_rows = np.repeat(part.fold, M)
-    folds = {}
-    for f in np.unique(part.fold[part.fold >= 0]):
-        rows = np.flatnonzero(fold_rows == f)
-        folds[int(f)] = (*_gram(part.F, part.dP, rows), len(rows))
-    return {"G": G, "B": B, "n": len(fit), "Gh": Gh, "Bh": Bh, "nh": len(ho), "folds": folds}
+    hold, fold = np.repeat(part.hold, M), np.repeat(part.fold, M)
+    d, d_out = part.F.shape[1], part.dP.shape[1]
+    out = {"G": np.zeros((d, d)), "B": np.zeros((d, d_out)), "n": 0,
+           "Gh": np.zeros((d, d)), "Bh": np.zeros((d, d_out)), "nh": 0, "folds": {}}
+    # Each row enters one product: the totals are sums of the (fold, held out) groups.
+    for f in np.unique(fold):
+        group = {}
+        for held, suffix in ((False, ""), (True, "h")):
+            rows = np.flatnonzero((fold == f) & (hold == held))
+            G, B = group[held] = _gram(part.F, part.dP, rows)
+            out["G" + suffix] += G
+            out["B" + suffix] += B
+            out["n" + suffix] += len(rows)
+        if f >= 0:
+            out["folds"][int(f)] = (group[False][0] + group[True][0],
+                                    group[False][1] + group[True][1],
+                                    int(np.count_nonzero(fold == f)))
+    return out
 
 
 def heldout_errors(part, candidates):

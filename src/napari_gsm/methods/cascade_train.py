@@ -39,9 +39,6 @@ SPREAD = {"face": 1.0, "prior": 2.0, "box": 1.0}
 #: Relative ridge weights tried per level (times the number of rows; features standardised).
 LAM_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
-#: Relative ridge weights tried per level (times the number of rows; features standardised).
-LAM_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-
 
 def _solve(G, B, lam):
     """Ridge solution with an unpenalised bias (last row/column of ``G``)."""
