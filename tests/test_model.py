@@ -118,6 +118,19 @@ def test_fits_run_on_one_blas_thread_and_restore_the_setting(boxes_model, detect
     assert seen and set(seen[0].values()) == {1} and seen[0].keys() == before.keys()
 
 
+def test_training_runs_on_one_blas_thread_and_restores_the_setting(detector_data):
+    from threadpoolctl import threadpool_limits
+
+    seen = []
+    data = detector_data[0][:12]
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        train(data, "gsm", params=TrainParams(features="grey"), calibrate=False,
+              progress=lambda done, total, what: seen.append(_blas_threads()))
+        assert _blas_threads() == before
+    assert seen and all(set(s.values()) == {1} for s in seen)
+
+
 def test_overlapping_fits_from_threads_keep_one_thread_until_the_last_ends():
     from threadpoolctl import threadpool_limits
 

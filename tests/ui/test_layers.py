@@ -294,3 +294,17 @@ def test_a_person_annotates_a_stack_with_napari_tools(make_napari_viewer, sample
     exported = save.export()
     assert [p.name for p in exported][:2] == ["wing_t0000.pts", "wing_t0001.pts"]
     np.testing.assert_allclose(read(exported[6])[2], moved, atol=1e-4)
+
+
+def test_both_training_docks_offer_signed_hog_first(make_napari_viewer):
+    """A person who changes nothing trains the default features (signed HoG) from either
+    dock; the unsigned HoG and grey stay one choice away."""
+    from napari_gsm.ui.widget import AnnotationWidget
+
+    viewer = make_napari_viewer()
+    layers_dock = _dock(viewer, "train")
+    annotator = AnnotationWidget(viewer)
+    assert layers_dock.features.value == "hog-signed"
+    assert annotator.features_combo.currentText() == "hog-signed"
+    assert set(layers_dock.features.choices) == {"hog-signed", "hog", "grey"}
+    assert annotator.train_settings()[1].signed
