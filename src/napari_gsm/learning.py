@@ -105,8 +105,10 @@ def train(data, method="gsm", *, params=None, gsm_params=None, landmark_names=No
 
         runner = OnCluster(client, progress)
     try:
-        # Training's linear algebra is many small products, like a fit's: a second BLAS
-        # thread only costs (GSM-CR on 250 faces from the command line: 142 -> 119 s).
+        # Training's linear algebra is mostly small products, like a fit's: a second BLAS
+        # thread spins more than it helps (GSM-CR on 2,012 faces from the command line,
+        # idle machine: the same wall time, 35 % less CPU), and costs when the cores are
+        # shared.
         with one_blas_thread():
             return _train(samples, names, method, params, gsm_params, boxes, progress,
                           calibrate, runner, method_kw)
