@@ -46,6 +46,9 @@ ROWS = {
     "gsm3d": ("GSM 2D+3D", "HoG signed", "gsm3d", {}),
     "gsm-cr": ("GSM-CR", "HoG signed", "gsm-cr", {}),
     "gsm-cr-unsigned": ("GSM-CR", "HoG", "gsm-cr", {"signed": False}),
+    # 18 signed channels (9 bins over 180 degrees, signed): the default before 8 December
+    "gsm-18": ("GSM", "HoG signed 18", "gsm", {"n_bins": 9}),
+    "gsm-cr-18": ("GSM-CR", "HoG signed 18", "gsm-cr", {"n_bins": 9}),
     "dlib": ("dlib ERT (peer)", "pixels", None, None),
     "dlib-placed": ("dlib ERT (peer, all faces)", "pixels", None, None),
 }
@@ -54,9 +57,10 @@ ROWS = {
 #: trained on), 'placed' (the box the learned face-box placement maps onto its landmarks).
 DLIB_ROWS = {"dlib": "drop", "dlib-placed": "placed"}
 
-FACE_ROWS = ["gsm-grey", "gsm", "gsm-unsigned", "clm", "gsm3d", "gsm-cr", "gsm-cr-unsigned", "dlib",
-             "dlib-placed"]
-SMALL_ROWS = ["gsm-grey", "gsm", "gsm-unsigned", "clm", "gsm-cr", "gsm-cr-unsigned"]
+FACE_ROWS = ["gsm-grey", "gsm", "gsm-18", "gsm-unsigned", "clm", "gsm3d", "gsm-cr", "gsm-cr-18",
+             "gsm-cr-unsigned", "dlib", "dlib-placed"]
+SMALL_ROWS = ["gsm-grey", "gsm", "gsm-18", "gsm-unsigned", "clm", "gsm-cr", "gsm-cr-18",
+              "gsm-cr-unsigned"]
 
 SUITES = {
     # name: train folder, test folder (None: seeded split of train, test_fraction of it),
@@ -274,11 +278,11 @@ def run_suite(name, args):
     wanted = [k for k in wanted if ROWS[k][2] is None or ROWS[k][2] in METHODS]
 
     # Models.
-    feats = {ROWS[k][1] for k in wanted if ROWS[k][3] is not None}
+    # features -> their TrainParams fields (the rows of one features share one model)
+    feats = {ROWS[k][1]: ROWS[k][3] for k in wanted if ROWS[k][3] is not None}
     bases = {}
     for feat in sorted(feats):
-        params = TrainParams(features="grey" if feat == "grey" else "hog",
-                             signed=feat == "HoG signed", face_detector=cfg["face"])
+        params = TrainParams(face_detector=cfg["face"], **feats[feat])
         bases[feat] = base_model(name, train_s, params, use_cache)
     if not bases:  # the start row needs the start model
         bases["HoG signed"] = base_model(name, train_s, TrainParams(face_detector=cfg["face"]),

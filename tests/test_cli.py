@@ -78,7 +78,7 @@ def test_train_hog_is_signed_unless_asked_for_unsigned(wings, tmp_path, capsys):
         m = load_model(out)
         assert rc == 0 and m.features.kind == "hog" and m.features.signed == signed
         assert m.train_params.signed == signed
-        assert m.detectors.filters.shape[-1] == (18 if signed else 9)
+        assert m.detectors.filters.shape[-1] == (12 if signed else 9)
 
 
 def test_train_gsm3d_with_a_known_3d_mean(wings, tmp_path, capsys):

@@ -25,7 +25,8 @@ def _reference_hog(img, cell, n_bins):
     return hist / (block + 0.02)[..., None]
 
 
-def test_dense_hog_matches_a_direct_count_of_the_votes():
+@pytest.mark.parametrize("n_bins", [9, 6])
+def test_dense_hog_matches_a_direct_count_of_the_votes(n_bins):
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.random((48, 52)).astype(np.float32) * 255, (0, 0), 1.5)
     # Rows with a steep rise in x and a tiny fall in y: OpenCV gives these gradients an
@@ -35,9 +36,10 @@ def test_dense_hog_matches_a_direct_count_of_the_votes():
     _, ang = cv2.cartToPolar(cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1),
                              cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1))
     assert (ang == np.float32(2 * np.pi)).any()
-    spec = FeatureSpec("hog", cell=3, n_bins=9)
+    spec = FeatureSpec("hog", cell=3, n_bins=n_bins)
     got = feature_map(img, spec)
-    np.testing.assert_allclose(got, _reference_hog(img, 3, 9), rtol=1e-5, atol=1e-5)
+    assert got.shape == img.shape + (n_bins,)
+    np.testing.assert_allclose(got, _reference_hog(img, 3, n_bins), rtol=1e-5, atol=1e-5)
 
 
 def _cache():
@@ -75,24 +77,30 @@ def test_frame_is_rewarped_only_when_the_new_pose_holds_an_overhanging_patch():
     np.testing.assert_array_equal(frames.fmap, fresh)
 
 
-def test_signed_hog_folds_onto_the_unsigned_and_tells_the_edge_polarity():
-    """Signed HoG (18 channels over 360 degrees): its two halves sum to the unsigned HoG,
-    and inverting the image (every gradient turned by 180 degrees) leaves the unsigned HoG
-    as it was but moves each signed vote by exactly ``n_bins`` channels."""
+@pytest.mark.parametrize("n_bins", [9, 6])
+def test_signed_hog_folds_onto_the_unsigned_and_tells_the_edge_polarity(n_bins):
+    """Signed HoG (``2 n_bins`` channels over 360 degrees): its two halves sum to the
+    unsigned HoG of ``n_bins``, and inverting the image (every gradient turned by 180
+    degrees) leaves the unsigned HoG as it was but moves each signed vote by exactly
+    ``n_bins`` channels."""
     rng = np.random.default_rng(3)
     img = cv2.GaussianBlur(rng.random((48, 52)).astype(np.float32), (0, 0), 1.5)
-    unsigned, signed = FeatureSpec(), FeatureSpec(signed=True)
-    assert (unsigned.channels, signed.channels) == (9, 18)
+    unsigned = FeatureSpec(n_bins=n_bins)
+    signed = FeatureSpec(n_bins=n_bins, signed=True)
+    assert (unsigned.channels, signed.channels) == (n_bins, 2 * n_bins)
     u, s = feature_map(img, unsigned), feature_map(img, signed)
-    assert s.shape == img.shape + (18,)
-    np.testing.assert_allclose(s[..., :9] + s[..., 9:], u, atol=1e-5)
+    assert s.shape == img.shape + (2 * n_bins,)
+    np.testing.assert_allclose(s[..., :n_bins] + s[..., n_bins:], u, atol=1e-5)
     inv = 1.0 - img
     np.testing.assert_allclose(feature_map(inv, unsigned), u, atol=1e-5)
-    np.testing.assert_allclose(feature_map(inv, signed), np.roll(s, 9, axis=2), atol=1e-5)
+    np.testing.assert_allclose(feature_map(inv, signed), np.roll(s, n_bins, axis=2),
+                               atol=1e-5)
     # the polarity is information the unsigned HoG does not have
-    assert np.abs(s[..., :9] - s[..., 9:]).max() > 0.1 * s.max()
+    assert np.abs(s[..., :n_bins] - s[..., n_bins:]).max() > 0.1 * s.max()
 
 
 def test_signed_orientations_are_a_hog_option_only():
     with pytest.raises(ValueError, match="HoG option"):
         FeatureSpec(kind="grey", signed=True)
+    with pytest.raises(ValueError, match="2 orientation bins"):
+        FeatureSpec(n_bins=1)

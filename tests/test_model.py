@@ -164,7 +164,7 @@ def test_overlapping_fits_from_threads_keep_one_thread_until_the_last_ends():
 
 
 def test_a_signed_hog_model_trains_fits_and_reads_back(detector_data, tmp_path):
-    """Signed HoG (the default): 18-channel detectors; saved and loaded, the model
+    """Signed HoG (the default): 12-channel detectors; saved and loaded, the model
     fits every image exactly as before saving; the same images' landmarks are found.
     A file from before the option existed reads as the unsigned HoG it holds."""
     from napari_gsm.evaluate import nme
@@ -172,9 +172,12 @@ def test_a_signed_hog_model_trains_fits_and_reads_back(detector_data, tmp_path):
 
     data, _ = detector_data
     assert TrainParams().signed and not TrainParams(features="grey").signed
+    # 6 signed bins of 30 degrees (12 channels) by default, 9 unsigned ones of 20.
+    assert (TrainParams().n_bins, TrainParams(signed=False).n_bins) == (6, 9)
+    assert TrainParams(n_bins=9).feature_spec().channels == 18
     model = train(data[:22], "gsm", params=TrainParams(), calibrate=False)
-    assert model.features.signed and model.features.channels == 18
-    assert model.detectors.filters.shape[-1] == 18
+    assert model.features.signed and model.features.channels == 12
+    assert model.detectors.filters.shape[-1] == 12
     back = load_model(model.save(tmp_path / "signed.npz"))
     assert back.features == model.features and back.train_params.signed
     for grey, truth in data[22:]:
@@ -188,9 +191,11 @@ def test_a_signed_hog_model_trains_fits_and_reads_back(detector_data, tmp_path):
     plain = train(data[:22], "gsm", params=TrainParams(signed=False), calibrate=False)
     arrays, meta = load_model_file(plain.save(tmp_path / "plain.npz"))
     del meta["features"]["signed"], meta["train_params"]["signed"]
+    del meta["train_params"]["n_bins"]
     save_model_file(tmp_path / "old.npz", arrays, meta)
     old = load_model(tmp_path / "old.npz")
     assert not old.features.signed and old.features.channels == 9
+    assert old.train_params.n_bins == 9
     grey, truth = data[23]
     np.testing.assert_array_equal(old.fit(grey, init="points", points=truth + 1.5).points,
                                   plain.fit(grey, init="points", points=truth + 1.5).points)

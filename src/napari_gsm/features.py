@@ -72,6 +72,8 @@ class FeatureSpec:
             raise ValueError("signed orientations are a HoG option, not one of grey levels")
         if self.patch < 5:
             raise ValueError("patch must be at least 5 samples")
+        if self.n_bins < 2:
+            raise ValueError("HoG needs at least 2 orientation bins")
 
     @property
     def stride(self):

@@ -35,9 +35,10 @@ __all__ = ["Model", "TrainParams", "FEATURE_CHOICES", "feature_choice", "train",
 class TrainParams:
     """Training hyper-parameters shared by every method.
 
-    ``features`` is 'hog' or 'grey'; ``signed`` HoG with signed orientations (18 channels
-    instead of 9: :class:`~napari_gsm.features.FeatureSpec`; always False for grey, which
-    has no orientations).
+    ``features`` is 'hog' or 'grey'; ``signed`` HoG with signed orientations
+    (:class:`~napari_gsm.features.FeatureSpec`; always False for grey, which has no
+    orientations); ``n_bins`` HoG's orientation bins over 180 degrees, twice as many
+    channels over 360 degrees when signed (default: 6 signed, 12 channels; 9 unsigned).
     ``sigma`` is the finest target width in grid samples (pixels for grey, cells for HoG),
     as in the paper (grey 5, HoG 1.5); ``coarse`` the wider widths fitted first, as
     multiples of ``sigma`` (coarse to fine; empty for the paper's single width); ``ref_size`` the mean shape's size in the reference frame
@@ -49,6 +50,7 @@ class TrainParams:
 
     features: str = "hog"
     signed: bool = True
+    n_bins: int | None = None
     patch: int | None = None
     cell: int = 3
     sigma: float | None = None
@@ -62,10 +64,15 @@ class TrainParams:
     def __post_init__(self):
         if self.features != "hog":  # grey levels have no orientations to sign
             object.__setattr__(self, "signed", False)
+        if self.n_bins is None:
+            # Signed: 12 channels of 30 degrees were as accurate as 18 of 20 degrees on
+            # held-out training faces, at two thirds of the feature reading.
+            object.__setattr__(self, "n_bins", 6 if self.signed else 9)
 
     def feature_spec(self):
         patch = self.patch or (15 if self.features == "hog" else 31)
-        return FeatureSpec(kind=self.features, patch=patch, cell=self.cell, signed=self.signed)
+        return FeatureSpec(kind=self.features, patch=patch, cell=self.cell,
+                           n_bins=self.n_bins, signed=self.signed)
 
     def sigmas_px(self):
         """Target widths in reference-frame pixels, coarse to fine."""
@@ -77,8 +84,8 @@ class TrainParams:
 
 #: The feature choices offered to people (``train --features``, the widgets), as
 #: :class:`TrainParams` fields.
-FEATURE_CHOICES = {"hog": {"features": "hog", "signed": False},
-                   "hog-signed": {"features": "hog", "signed": True},
+FEATURE_CHOICES = {"hog": {"features": "hog", "signed": False, "n_bins": None},
+                   "hog-signed": {"features": "hog", "signed": True, "n_bins": None},
                    "grey": {"features": "grey"}}
 
 
@@ -416,8 +423,9 @@ def load_model(path):
         det = Detectors.from_arrays(arrays)
         starts = StartModel.from_arrays(arrays)
         tp = meta["train_params"]
-        # Files from before signed HoG was an option hold unsigned HoG models.
-        tp = TrainParams(**{"signed": False, **tp, "coarse": tuple(tp.get("coarse", ()))})
+        # Files from before signed HoG or the bin count were options hold 9 unsigned bins.
+        tp = TrainParams(**{"signed": False, "n_bins": 9, **tp,
+                            "coarse": tuple(tp.get("coarse", ()))})
         gp = GSMParams(**meta["gsm_params"])
         model = Model(method, shape, det, spec, starts, meta["landmark_names"], tp, gp,
                       summary=meta.get("training_set") or {})

@@ -184,7 +184,7 @@ def test_model_controls_follow_the_loaded_model(open_annotator, make_napari_view
     assert w2.model is not None and w2.model.method == "gsm3d"
     assert w2.method_combo.currentText() == "gsm3d"
     assert w2.face_check.isChecked() and w2.features_combo.currentText() == "hog-signed"
-    assert w2.model.features.signed and w2.model.features.channels == 18
+    assert w2.model.features.signed and w2.model.features.channels == 12
     assert w2.lam_spin.value() == 0.2
 
 

@@ -63,8 +63,8 @@ def build_parser():
                    help="fitting method (default gsm)")
     t.add_argument("--features", choices=tuple(FEATURE_CHOICES), default=None,
                    help=f"patch features (default {feature_choice(tp)}); hog-signed: HoG with "
-                   "signed orientations, 18 channels; hog: unsigned, 9 channels (about 0.7-0.8x "
-                   "the fitting time, less accurate on faces and X-rays)")
+                   "signed orientations, 12 channels of 30 degrees; hog: unsigned, 9 channels of "
+                   "20 degrees (faster, less accurate on faces and X-rays)")
     t.add_argument("--sigma", type=float, default=None, metavar="S",
                    help="detector target width in grid units (default: hog 1.5, grey 4)")
     t.add_argument("--ref-size", type=float, default=None, metavar="R",
