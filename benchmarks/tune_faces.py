@@ -10,6 +10,7 @@ else the box the placement maps onto the prior start). The LFPW test faces are n
     .venv/bin/python benchmarks/tune_faces.py clm           # CLM bandwidth schedules
     .venv/bin/python benchmarks/tune_faces.py cascade --variants '{"levels": 6}' ...
     .venv/bin/python benchmarks/tune_faces.py cascade --fit-variants '{"frame_tol": 0}' ...
+    .venv/bin/python benchmarks/tune_faces.py gsm --fit-variants '{}' '{"tol": 0.3}' ...
 
 Each experiment prints a table: mean / median NME in % of the outer-eye-corner distance,
 failures and AUC at 8 %, median fit_ms (timings are only comparable within one run).
@@ -27,7 +28,7 @@ import copy  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict  # noqa: E402
+from dataclasses import asdict, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -98,7 +99,8 @@ def evaluate(model, samples, boxes, **fit_kw):
 
 
 def evaluate_each(model, samples, boxes, fit_kws, extra=None):
-    """NMEs, fit_ms and the ``extra[extra]`` values (NaN without it) of the fits from the
+    """NMEs, fit_ms and the ``extra[extra]`` values (or the result's attribute ``extra``,
+    NaN without either) of the fits from the
     start boxes with each of ``fit_kws``, ``(len(fit_kws), n)`` arrays each. The settings
     take turns on every face, so a change in the machine's load hits them alike."""
     out = np.full((3, len(fit_kws), len(samples)), np.nan)
@@ -107,7 +109,8 @@ def evaluate_each(model, samples, boxes, fit_kws, extra=None):
             C.flush_caches()
             r = model.fit(s.grey, "box", box=b, box_kind="detector", history=False,
                           confidence=False, **kw)
-            out[:, j, i] = nme(r.points, s.points, "auto"), r.fit_ms, r.extra.get(extra, np.nan)
+            more = r.extra[extra] if extra in r.extra else getattr(r, extra or "", np.nan)
+            out[:, j, i] = nme(r.points, s.points, "auto"), r.fit_ms, more
     return out
 
 
@@ -219,7 +222,24 @@ def exp_cascade(args):
                     f"{np.mean(warps[j]):.2f} warps per fit"))
 
 
-EXPERIMENTS = {"starts": exp_starts, "clm": exp_clm, "cascade": exp_cascade}
+def exp_gsm(args):
+    """GSM (Newton) fit settings: each ``--fit-variants`` entry is a JSON dict of
+    :class:`GSMParams` fields replacing the trained model's, fitted side by side."""
+    fit, val = split(args.n_train, args.n_val)
+    params = TrainParams(face_detector=True, **json.loads(args.train_params))
+    model = base_model(fit, params)
+    boxes = boxes_for(model, val)
+    fvs = args.fit_variants or ["{}"]
+    kws = [{"params": replace(model.gsm_params, **json.loads(f))} for f in fvs]
+    errs, ms, iters = evaluate_each(model, val, boxes, kws, "n_iter")
+    log(f"\nGSM HoG on {len(val)} held-out tuning faces, trained on {len(fit)} "
+        f"(lam {model.gsm_params.lam})")
+    log(HEAD)
+    for j, fv in enumerate(fvs):
+        log(row(f"GSM, fit {fv}", errs[j], ms[j], f"{np.mean(iters[j]):.2f} iterations"))
+
+
+EXPERIMENTS = {"starts": exp_starts, "clm": exp_clm, "cascade": exp_cascade, "gsm": exp_gsm}
 
 
 def main(argv=None):
@@ -230,7 +250,7 @@ def main(argv=None):
     p.add_argument("--n-val", type=int, default=300, help="held-out tuning faces")
     p.add_argument("--variants", nargs="*", default=[], help="JSON settings to compare")
     p.add_argument("--fit-variants", nargs="*", default=[],
-                   help="cascade: JSON fit settings to compare on each trained variant")
+                   help="cascade, gsm: JSON fit settings to compare (side by side)")
     p.add_argument("--train-params", default="{}", help="JSON TrainParams overrides")
     args = p.parse_args(argv)
     EXPERIMENTS[args.experiment](args)

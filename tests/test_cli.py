@@ -74,9 +74,11 @@ def test_train_passes_options_straight_through(wings, tmp_path, capsys):
 def test_train_hog_is_signed_unless_asked_for_unsigned(wings, tmp_path, capsys):
     for extra, signed in (((), True), (("--features", "hog"), False)):
         out = tmp_path / f"m{signed}.npz"
-        rc, _, _ = run(capsys, "train", wings["train"], *extra, "--lam", 0.2, "-o", out)
+        rc, printed, _ = run(capsys, "train", wings["train"], *extra, "--lam", 0.2, "-o", out)
         m = load_model(out)
         assert rc == 0 and m.features.kind == "hog" and m.features.signed == signed
+        # the summary line names the features as the option does
+        assert f"({'hog-signed' if signed else 'hog'})" in printed
         assert m.train_params.signed == signed
         assert m.detectors.filters.shape[-1] == (12 if signed else 9)
 

@@ -55,7 +55,7 @@ def cmd_train(args):
 
     from ..distributed import connect, describe
     from ..methods import GSMParams
-    from ..model import FEATURE_CHOICES, TrainParams, train
+    from ..model import FEATURE_CHOICES, TrainParams, feature_choice, train
 
     from ..io import LandmarkFileError
     from ..listing import Listing
@@ -125,7 +125,7 @@ def cmd_train(args):
         print_json(summary)
         return 0
     where = "" if cluster is None else f" on {cluster['workers']} Dask worker(s)"
-    print(f"trained {args.method} ({params.features}) on {n_images} images x "
+    print(f"trained {args.method} ({feature_choice(params)}) on {n_images} images x "
           f"{model.n_landmarks} landmarks in {seconds:.1f} s{where} -> {out}")
     if args.face_detector or boxes is not None:
         matched = summary["face_boxes_matched"]
